@@ -51,6 +51,18 @@ def check_float_arrays(named_arrays: Sequence[tuple[str, jax.Array]], *, rank: i
     check_same_shape(named_arrays)
 
 
+def check_flag_array(name: str, x, like_name: str, like) -> None:
+    """Raise unless `x` is a bool or floating 0/1 array with the shape of `like`."""
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+        raise TypeError(f"`{name}` must be a bool or floating-point array, got {type(x).__name__}.")
+    if not (x.dtype == jnp.bool_ or jnp.issubdtype(x.dtype, jnp.floating)):
+        raise TypeError(
+            f"`{name}` must be bool or floating-point (0/1), got {x.dtype}; "
+            f"use `{name}.astype(bool)`."
+        )
+    check_same_shape([(like_name, like), (name, x)])
+
+
 def check_in_interval(
     name: str,
     value,

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from jaxrl_si.losses.policy_gradient import categorical_entropy, gaussian_entropy
+
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -31,8 +33,7 @@ class Categorical(flax.struct.PyTreeNode):
 
     def entropy(self) -> Float[Array, "..."]:
         """H = -sum_a pi(a) log pi(a)."""
-        log_p = jax.nn.log_softmax(self.logits)
-        return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+        return categorical_entropy(self.logits)
 
     def mode(self) -> Int[Array, "..."]:
         return jnp.argmax(self.logits, axis=-1)
@@ -55,8 +56,7 @@ class DiagGaussian(flax.struct.PyTreeNode):
 
     def entropy(self) -> Float[Array, "..."]:
         """H = sum_i [ log sigma_i + (1 + log 2 pi) / 2 ]."""
-        log_std = jnp.broadcast_to(self.log_std, self.mean.shape)
-        return jnp.sum(log_std + 0.5 * (1.0 + _LOG_2PI), axis=-1)
+        return gaussian_entropy(jnp.broadcast_to(self.log_std, self.mean.shape))
 
     def mode(self) -> Float[Array, "... A"]:
         return self.mean
