@@ -1,7 +1,7 @@
 """jaxrl_si: a JAX-native research library for self-improving agents."""
 
-from jaxrl_si import losses, preferences
+from jaxrl_si import agents, envs, losses, nets, preferences
 
 __version__ = "0.1.0"
 
-__all__ = ["losses", "preferences", "__version__"]
+__all__ = ["agents", "envs", "losses", "nets", "preferences", "__version__"]

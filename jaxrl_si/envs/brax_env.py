@@ -1,0 +1,92 @@
+"""Brax adapter (`brax.envs`): cheap continuous control that runs on CPU.
+
+Brax environments return a `State(pipeline_state, obs, reward, done, metrics, info)` whose
+`done` is only natural termination (Brax's own `EpisodeWrapper` would fold the time limit into
+it). The adapter maps `done` to `terminated` and never truncates; `make("brax:...")` adds a
+`TimeLimit` so truncation stays separate. Brax's trainers do not run on jax 0.10; its
+environments do. Actions are in [-1, 1] (Brax envs rescale to actuator ranges themselves).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, PRNGKeyArray
+
+from jaxrl_si.envs.core import (
+    Box,
+    Env,
+    TimeStep,
+    _like,
+    _strong,
+    import_backend,
+    initial_timestep,
+    transition_timestep,
+)
+
+
+class BraxStyleEnv(Env):
+    """Adapter for envs with brax's `reset(rng) -> State` / `step(State, action) -> State`.
+
+    `state.done` (float 0/1) becomes `terminated`; `truncated` is always False here (add a
+    `TimeLimit`). `step` ignores its key: these envs are deterministic given the state.
+    """
+
+    expensive_reset = True  # pipeline init; Playground's DM Control also settles for 200 steps
+
+    def __init__(self, env, name: str):
+        self.backend_env = env
+        self.name = name
+        # Shape from an abstract reset: the backends' `observation_size` runs a real reset.
+        obs = jax.eval_shape(env.reset, jax.random.PRNGKey(0)).obs
+        if not hasattr(obs, "shape"):
+            raise NotImplementedError(f"{name}: dict observations are not supported; only array observations.")
+        self._obs_space = Box(-math.inf, math.inf, obs.shape)
+        self._action_space = Box(-1.0, 1.0, (int(env.action_size),))
+
+    @property
+    def observation_space(self) -> Box:
+        return self._obs_space
+
+    @property
+    def action_space(self) -> Box:
+        return self._action_space
+
+    def reset(self, key: PRNGKeyArray) -> tuple[Any, TimeStep]:
+        state = _strong(self.backend_env.reset(key))
+        return state, initial_timestep(state.obs.astype(jnp.float32))
+
+    def step(self, state, action: Array, key: PRNGKeyArray) -> tuple[Any, TimeStep]:
+        del key
+        new_state = _like(self.backend_env.step(state, action), state)
+        ts = transition_timestep(new_state.obs.astype(jnp.float32), new_state.reward, new_state.done > 0.5, False)
+        return new_state, ts
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def brax_env_names() -> list[str]:
+    """Names in `brax.envs`' registry."""
+    envs = import_backend("brax.envs", backend="brax")
+    return sorted(getattr(envs, "_envs", {}))
+
+
+class BraxEnv(BraxStyleEnv):
+    """`brax.envs.get_environment(name, **env_kwargs)` behind the `Env` protocol.
+
+    e.g. `BraxEnv("inverted_pendulum")`, `BraxEnv("ant", backend="positional")`. No time limit:
+    use `make("brax:ant")` (adds `TimeLimit(episode_length=1000)`) or wrap it yourself.
+    """
+
+    def __init__(self, name: str, **env_kwargs):
+        envs = import_backend("brax.envs", backend="brax")
+        valid = brax_env_names()
+        if valid and name not in valid:
+            raise ValueError(f"unknown brax environment {name!r}; choose one of {valid}")
+        with jax.ensure_compile_time_eval():  # concrete system arrays even when traced
+            env = envs.get_environment(name, **env_kwargs)
+        super().__init__(env, name)
