@@ -32,6 +32,30 @@ def minimize_logits(
     Returns the final logits and the loss before each step. `learning_rate` may be traced, so a
     vmapped sweep over it compiles once.
     """
+    trajectory, losses = minimize_logits_recorded(
+        loss_fn, logits, steps=steps, record_every=steps, learning_rate=learning_rate
+    )
+    return trajectory[-1], losses
+
+
+def minimize_logits_recorded(
+    loss_fn: Callable[[Float[Array, "N"]], Float[Array, ""]],
+    logits: Float[Array, "N"],
+    *,
+    steps: int,
+    record_every: int,
+    learning_rate: float | Float[Array, ""] | optax.Schedule,
+) -> tuple[Float[Array, "R N"], Float[Array, "steps"]]:
+    """`minimize_logits` that also records the logits every `record_every` steps.
+
+    One Adam state runs through all `steps` (restarting Adam per chunk would kick a converged
+    run off its optimum). Returns the logits trajectory, `R = steps // record_every + 1` rows
+    (row k = logits after k * record_every steps; row 0 = the initial logits), and the loss
+    before each step. `steps` and `record_every` are static; `steps % record_every` must be 0.
+    `learning_rate` may be traced, or an optax schedule (which may close over a traced value).
+    """
+    if steps < 1 or record_every < 1 or steps % record_every:
+        raise ValueError(f"`record_every` ({record_every}) must divide `steps` ({steps}), both >= 1.")
     optimizer = optax.adam(learning_rate)
 
     def step(carry, _):
@@ -40,5 +64,10 @@ def minimize_logits(
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
-    (logits, _), losses = jax.lax.scan(step, (logits, optimizer.init(logits)), None, length=steps)
-    return logits, losses
+    def chunk(carry, _):
+        carry, losses = jax.lax.scan(step, carry, None, length=record_every)
+        return carry, (carry[0], losses)
+
+    init = (logits, optimizer.init(logits))
+    _, (recorded, losses) = jax.lax.scan(chunk, init, None, length=steps // record_every)
+    return jnp.concatenate([logits[None], recorded]), losses.reshape(-1)
