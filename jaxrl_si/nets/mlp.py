@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from jaxrl_si.nets.initializers import orthogonal
+
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "tanh": nn.tanh,
     "relu": nn.relu,
@@ -28,7 +30,8 @@ def activation_by_name(name: str) -> Callable[[Array], Array]:
 class MLP(nn.Module):
     """`x -> act(W_1 x) -> ... -> act(W_n .) -> W_out .`, orthogonal weights, zero biases.
 
-    Hidden layers use orthogonal init with gain sqrt(2); the output layer's gain is
+    Hidden layers use orthogonal init (`jaxrl_si.nets.initializers.orthogonal`, QR-free, so it
+    is safe under `vmap` on CPU) with gain sqrt(2); the output layer's gain is
     `output_scale` (PPO uses 0.01 for the policy logits and 1.0 for the value), following
     Engstrom et al. 2020 / Andrychowicz et al. 2021 (arXiv 2006.05990, Sec. 3.2).
 
@@ -45,13 +48,13 @@ class MLP(nn.Module):
     def __call__(self, x: Float[Array, "... D"]) -> Float[Array, "... O"]:
         act = activation_by_name(self.activation)
         for width in self.hidden_sizes:
-            x = nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2.0)), bias_init=nn.initializers.zeros)(x)
+            x = nn.Dense(width, kernel_init=orthogonal(np.sqrt(2.0)), bias_init=nn.initializers.zeros)(x)
             if self.layer_norm:
                 x = nn.LayerNorm()(x)
             x = act(x)
         return nn.Dense(
             self.output_size,
-            kernel_init=nn.initializers.orthogonal(self.output_scale),
+            kernel_init=orthogonal(self.output_scale),
             bias_init=nn.initializers.zeros,
         )(x)
 
