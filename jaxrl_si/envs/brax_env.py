@@ -17,8 +17,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
 from jaxrl_si.envs.core import (
+    BackendEnv,
     Box,
-    Env,
     TimeStep,
     _like,
     _strong,
@@ -28,7 +28,7 @@ from jaxrl_si.envs.core import (
 )
 
 
-class BraxStyleEnv(Env):
+class BraxStyleEnv(BackendEnv):
     """Adapter for envs with brax's `reset(rng) -> State` / `step(State, action) -> State`.
 
     `state.done` (float 0/1) becomes `terminated`; `truncated` is always False here (add a
@@ -39,21 +39,11 @@ class BraxStyleEnv(Env):
 
     def __init__(self, env, name: str):
         self.backend_env = env
-        self.name = name
         # Shape from an abstract reset: the backends' `observation_size` runs a real reset.
         obs = jax.eval_shape(env.reset, jax.random.PRNGKey(0)).obs
         if not hasattr(obs, "shape"):
             raise NotImplementedError(f"{name}: dict observations are not supported; only array observations.")
-        self._obs_space = Box(-math.inf, math.inf, obs.shape)
-        self._action_space = Box(-1.0, 1.0, (int(env.action_size),))
-
-    @property
-    def observation_space(self) -> Box:
-        return self._obs_space
-
-    @property
-    def action_space(self) -> Box:
-        return self._action_space
+        super().__init__(name, Box(-math.inf, math.inf, obs.shape), Box(-1.0, 1.0, (int(env.action_size),)))
 
     def reset(self, key: PRNGKeyArray) -> tuple[Any, TimeStep]:
         state = _strong(self.backend_env.reset(key))
@@ -64,9 +54,6 @@ class BraxStyleEnv(Env):
         new_state = _like(self.backend_env.step(state, action), state)
         ts = transition_timestep(new_state.obs.astype(jnp.float32), new_state.reward, new_state.done > 0.5, False)
         return new_state, ts
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r})"
 
 
 def brax_env_names() -> list[str]:

@@ -185,6 +185,26 @@ class Env(abc.ABC):
         return space.num_actions if isinstance(space, Discrete) else math.prod(space.shape)
 
 
+class BackendEnv(Env):
+    """An adapter around a backend environment whose spaces are fixed at construction."""
+
+    def __init__(self, name: str, observation_space: Box, action_space: Space):
+        self.name = name
+        self._obs_space = observation_space
+        self._action_space = action_space
+
+    @property
+    def observation_space(self) -> Box:
+        return self._obs_space
+
+    @property
+    def action_space(self) -> Space:
+        return self._action_space
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
 class Wrapper(Env):
     """An `Env` around another one; by default it changes nothing."""
 

@@ -18,9 +18,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
 from jaxrl_si.envs.core import (
+    BackendEnv,
     Box,
     Discrete,
-    Env,
     Space,
     TimeStep,
     _like,
@@ -46,7 +46,7 @@ def _convert_space(space, what: str) -> Space:
     raise NotImplementedError(f"gymnax {what} space {kind} is not supported (only Discrete and Box).")
 
 
-class GymnaxEnv(Env):
+class GymnaxEnv(BackendEnv):
     """A gymnax environment behind the `Env` protocol.
 
     Args:
@@ -63,23 +63,15 @@ class GymnaxEnv(Env):
         if name not in valid:
             raise ValueError(f"unknown gymnax environment {name!r}; choose one of {sorted(valid)}")
         gymnax = import_backend("gymnax", backend="gymnax")
-        self.name = name
         # gymnax builds spaces and tables with jnp: keep them concrete if we are being traced.
         with jax.ensure_compile_time_eval():
             self.gymnax_env, default_params = gymnax.make(name, **env_kwargs)
             self.params = _override_params(default_params, params or {})
-            self._obs_space = _convert_space(self.gymnax_env.observation_space(self.params), "observation")
-            self._action_space = _convert_space(self.gymnax_env.action_space(self.params), "action")
-        if not isinstance(self._obs_space, Box):
+            obs_space = _convert_space(self.gymnax_env.observation_space(self.params), "observation")
+            action_space = _convert_space(self.gymnax_env.action_space(self.params), "action")
+        if not isinstance(obs_space, Box):
             raise NotImplementedError(f"{name}: only Box observations are supported.")
-
-    @property
-    def observation_space(self) -> Box:
-        return self._obs_space
-
-    @property
-    def action_space(self) -> Space:
-        return self._action_space
+        super().__init__(name, obs_space, action_space)
 
     def reset(self, key: PRNGKeyArray) -> tuple[Any, TimeStep]:
         obs, state = self.gymnax_env.reset_env(key, self.params)
@@ -90,9 +82,6 @@ class GymnaxEnv(Env):
         obs, new_state, reward, terminated, _ = self.gymnax_env.step_env(key, state, action, self.params)
         truncated = self.gymnax_env.is_truncated(new_state, self.params)
         return _like(new_state, state), transition_timestep(obs.astype(jnp.float32), reward, terminated, truncated)
-
-    def __repr__(self) -> str:
-        return f"GymnaxEnv({self.name!r})"
 
 
 def _override_params(default_params, overrides: Mapping[str, Any]):
