@@ -25,22 +25,9 @@ from jaxrl_si.logging import MetricWriter, final_episode_return, plot_learning_c
 
 
 @dataclasses.dataclass(frozen=True)
-class Hyperparams:
-    """Continuous hyperparameters (become the traced `PPOHyperparams` pytree)."""
-
-    learning_rate: float = 2.5e-4
-    gamma: float = 0.99
-    gae_lambda: float = 0.95
-    clip_eps: float = 0.2
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-
-
-@dataclasses.dataclass(frozen=True)
 class RunConfig:
     config: PPOConfig = PPOConfig()  # static settings (env, sizes, counts)
-    hparams: Hyperparams = Hyperparams()  # dynamic hyperparameters
+    hparams: PPOHyperparams = PPOHyperparams()  # dynamic hyperparameters (traced pytree leaves)
     seeds: int = 1  # independent seeds, vmapped in one program
     seed: int = 0  # base PRNG seed
     run_dir: pathlib.Path = pathlib.Path("runs/ppo")  # outputs (created)
@@ -65,7 +52,7 @@ def _rows(metrics: dict[str, np.ndarray], first_update: int, batch_size: int) ->
 
 
 def main(run: RunConfig) -> dict:
-    config, hparams = run.config, PPOHyperparams(**dataclasses.asdict(run.hparams))
+    config, hparams = run.config, run.hparams
     run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(run), default=str, indent=2))
     per_chunk = chunk_size(config.num_updates, run.log_chunks)

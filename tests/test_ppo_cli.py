@@ -1,19 +1,18 @@
 """The PPO entry point: a tiny run writes its metrics, TensorBoard events, plot and summary."""
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from experiments.ppo import Hyperparams, RunConfig, chunk_size, main
-from jaxrl_si.agents.ppo import PPOConfig
+from experiments.ppo import RunConfig, chunk_size, main
+from jaxrl_si.agents.ppo import PPOConfig, PPOHyperparams
 from jaxrl_si.logging import final_episode_return, read_jsonl
 
 
 def test_tiny_run_writes_every_artifact(tmp_path):
     config = PPOConfig(env="probe:action_reward", num_envs=8, rollout_length=4, num_minibatches=2, total_env_steps=32 * 12, hidden_sizes=(16,))
-    run = RunConfig(config=config, hparams=Hyperparams(learning_rate=3e-3), seeds=2, run_dir=tmp_path, log_chunks=4)
+    run = RunConfig(config=config, hparams=PPOHyperparams(learning_rate=3e-3), seeds=2, run_dir=tmp_path, log_chunks=4)
     summary = main(run)
     rows = read_jsonl(tmp_path / "metrics.jsonl")
     assert len(rows) == 2 * 12  # one row per update and seed
@@ -45,4 +44,4 @@ def test_unknown_flag_is_an_error():
     with pytest.raises(SystemExit):
         tyro.cli(RunConfig, args=["--config.learning-rat", "1e-3"])
     parsed = tyro.cli(RunConfig, args=["--config.num-envs", "8", "--hparams.gamma", "0.9"])
-    assert parsed.config.num_envs == 8 and dataclasses.asdict(parsed.hparams)["gamma"] == 0.9
+    assert parsed.config.num_envs == 8 and parsed.hparams.gamma == 0.9

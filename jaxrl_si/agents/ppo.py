@@ -98,15 +98,19 @@ class PPOConfig:
 
 
 class PPOHyperparams(flax.struct.PyTreeNode):
-    """Continuous hyperparameters: pytree leaves, so they can be traced, vmapped and swept."""
+    """Continuous hyperparameters: pytree leaves, so they can be traced, vmapped and swept.
 
-    learning_rate: Float[Array, ""] | float = 2.5e-4  # Adam step size (initial, if annealed)
-    gamma: Float[Array, ""] | float = 0.99  # discount
-    gae_lambda: Float[Array, ""] | float = 0.95  # GAE trace parameter
-    clip_eps: Float[Array, ""] | float = 0.2  # ratio clip of the surrogate and the value loss
-    ent_coef: Float[Array, ""] | float = 0.01  # entropy bonus weight
-    vf_coef: Float[Array, ""] | float = 0.5  # value loss weight
-    max_grad_norm: Float[Array, ""] | float = 0.5  # global-norm gradient clip (optax.clip_by_global_norm)
+    Annotated `float` (what a CLI parses); any leaf may be a scalar array, traced or not, and a
+    sweep stacks them along a leading axis.
+    """
+
+    learning_rate: float = 2.5e-4  # Adam step size (initial, if annealed)
+    gamma: float = 0.99  # discount
+    gae_lambda: float = 0.95  # GAE trace parameter
+    clip_eps: float = 0.2  # ratio clip of the surrogate and the value loss
+    ent_coef: float = 0.01  # entropy bonus weight
+    vf_coef: float = 0.5  # value loss weight
+    max_grad_norm: float = 0.5  # global-norm gradient clip (optax.clip_by_global_norm)
 
 
 class PPOState(flax.struct.PyTreeNode):
