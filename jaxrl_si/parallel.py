@@ -1,0 +1,62 @@
+"""Device meshes for sweeps: a `sweep` axis (independent members) and a `data` axis (batch).
+
+No `pmap`: a mesh from `jax.make_mesh`, arrays placed with `NamedSharding`, `jax.jit` does the
+rest. The pmap idioms map as follows:
+
+| pmap idiom                         | here                                                          |
+|------------------------------------|---------------------------------------------------------------|
+| `device_put_replicated(params)`    | `jax.device_put(params, NamedSharding(mesh, P()))`            |
+| per-device batch `x[n_dev, ...]`   | `jax.device_put(x, NamedSharding(mesh, P("data")))`           |
+| `pmap(vmap(train))` over members   | `jit(vmap(train))` with members sharded `P("sweep")` (`shard_members`) |
+| `lax.pmean(grads, "i")`            | implicit in `jit` (GSPMD), or `jax.shard_map` + `lax.pmean(loss, "data")` |
+
+A dimension that does not divide its mesh axis is an error, never a silent replication.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+AXES = ("sweep", "data")
+
+
+def make_mesh(sweep: int = -1, data: int = 1, *, devices=None) -> Mesh:
+    """A `(sweep, data)` mesh over `devices` (default: all); one size may be -1 (filled in).
+
+    Axes are `Auto` (GSPMD propagation), so jitted code needs no mesh context.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = [sweep, data]
+    if sizes.count(-1) > 1:
+        raise ValueError("at most one of `sweep`, `data` may be -1")
+    if -1 in sizes:
+        known = math.prod(s for s in sizes if s != -1)
+        if known < 1 or len(devices) % known:
+            raise ValueError(f"{len(devices)} devices cannot be split into a mesh with an axis of size {known}")
+        sizes[sizes.index(-1)] = len(devices) // known
+    if any(s < 1 for s in sizes) or math.prod(sizes) != len(devices):
+        raise ValueError(f"mesh (sweep={sizes[0]}, data={sizes[1]}) needs {math.prod(sizes)} devices, have {len(devices)}")
+    return jax.make_mesh(tuple(sizes), AXES, axis_types=(AxisType.Auto,) * 2, devices=devices)
+
+
+def shard_members(tree, mesh: Mesh):
+    """Place a pytree whose leaves share a leading member axis `[M, ...]` over the `sweep` axis.
+
+    Raises `ValueError` naming the leaf when M does not divide the `sweep` axis size.
+    """
+    size = mesh.shape["sweep"]
+    sharding = NamedSharding(mesh, P("sweep"))
+
+    def place(path, leaf):
+        if leaf.ndim == 0 or leaf.shape[0] % size:
+            raise ValueError(
+                f"leaf {jax.tree_util.keystr(path)} with shape {leaf.shape} has a member axis that the "
+                f"mesh's sweep axis ({size} devices) does not divide; pad or chunk the sweep"
+            )
+        return jax.device_put(leaf, sharding)
+
+    return jax.tree_util.tree_map_with_path(place, tree)
