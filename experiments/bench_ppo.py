@@ -2,6 +2,7 @@
 
     python experiments/bench_ppo.py                          # jaxrl_si only
     python experiments/bench_ppo.py --purejaxrl /tmp/pjr --reference-python /tmp/pjr/venv/bin/python
+    python experiments/bench_ppo.py --sweep --rounds 2       # the sweep benchmarks below
 
 Every measurement runs in a fresh subprocess (so compile times include no warm caches) and the
 measurements are interleaved over `--rounds` rounds; the summary reports medians and the
@@ -9,6 +10,13 @@ ratio to PureJaxRL measured in the same run (this machine's speed drifts over mi
 
 `--purejaxrl DIR` points at a scratch copy of PureJaxRL's `purejaxrl/` directory (with
 `ppo.py` and `wrappers.py`) adapted to gymnax 1.x; it is never part of this repository.
+`--sweep` measures a 16-setting learning-rate sweep instead:
+- end to end: the sweep launched once from the command line (`python -m experiments.ppo
+  --sweep ...`) against the same 16 settings launched one by one (each compiling and running);
+- run only: the compiled sweep program against 16 calls of the compiled single run, in one process;
+- devices: the compiled sweep's env-steps/s with its members sharded over 1, 2, 4 and 8 fake CPU
+  devices (`--xla_force_host_platform_device_count`).
+
 This file imports nothing from jaxrl_si at module level, so the reference interpreter (which
 need not have jaxrl_si installed) can run its workers.
 """
@@ -72,6 +80,38 @@ def worker_jaxrl_si(env: str, settings: dict, seeds: int, repeats: int) -> dict:
     return _time_compiled(train, args, env_steps, repeats)
 
 
+SWEEP_LEARNING_RATES = [round(1e-4 * 10 ** (i / 10), 8) for i in range(16)]  # 1e-4 .. 3.2e-3
+
+
+def worker_sweep(settings: dict, repeats: int, devices: int, single: bool) -> dict:
+    """The 16-member sweep compiled once; with `single`, also 16 calls of the compiled single run."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxrl_si.agents.ppo import PPOConfig, PPOHyperparams, make_train
+    from jaxrl_si.parallel import make_mesh, shard_members
+
+    config = PPOConfig(**settings)
+    train = make_train(config)
+    members = len(SWEEP_LEARNING_RATES)
+    hparams = jax.tree.map(lambda x: jnp.full((members,), x, jnp.float32), PPOHyperparams())
+    hparams = hparams.replace(learning_rate=jnp.asarray(SWEEP_LEARNING_RATES, jnp.float32))
+    keys = jax.random.split(jax.random.key(0), members)
+    args = shard_members((hparams, keys), make_mesh(devices, 1)) if devices > 1 else (hparams, keys)
+    env_steps = config.num_updates * config.batch_size * members
+    result = {f"sweep_{k}": v for k, v in _time_compiled(jax.vmap(train), args, env_steps, repeats).items()}
+    if single:
+        one = jax.jit(train)
+        member = lambda m: (jax.tree.map(lambda x: x[m], hparams), keys[m])  # noqa: E731
+        jax.block_until_ready(one(*member(0)))
+        start = time.perf_counter()
+        for m in range(members):
+            jax.block_until_ready(one(*member(m)))
+        result["sixteen_single_run_s"] = round(time.perf_counter() - start, 3)
+        result["ratio_sweep_to_sixteen_runs"] = round(result["sweep_run_s"] / result["sixteen_single_run_s"], 3)
+    return result
+
+
 def worker_purejaxrl(directory: str, settings: dict, seeds: int, repeats: int) -> dict:
     import jax
 
@@ -112,10 +152,43 @@ def _measurements(args) -> list[dict]:
     return plan
 
 
+def _sweep_measurements(args) -> list[dict]:
+    small = {**CARTPOLE, "total_env_steps": 131_072}  # 32 updates a member: the device table
+    plan = [
+        {"name": "sweep/end-to-end", "impl": "cli", "seeds": 16},
+        {"name": "sweep/run-only", "impl": "sweep", "settings": CARTPOLE, "seeds": 16, "devices": 1, "single": True},
+    ]
+    return plan + [
+        {"name": f"sweep/devices-{d}", "impl": "sweep", "settings": small, "seeds": 16, "devices": d, "single": False}
+        for d in (1, 2, 4, 8)
+    ]
+
+
+def _time_cli_launches(timeout: float) -> dict:
+    """Wall time of the sweep launched once vs the 16 settings launched one by one (CLI)."""
+    import tempfile
+
+    def launch(*flags):
+        with tempfile.TemporaryDirectory() as run_dir:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "experiments.ppo", *flags, "--run-dir", run_dir], check=True,
+                           capture_output=True, timeout=timeout)  # fmt: skip
+            return time.perf_counter() - start
+
+    sweep_s = launch("--sweep", "learning_rate=" + ",".join(map(str, SWEEP_LEARNING_RATES)))
+    separate_s = sum(launch("--hparams.learning-rate", str(lr)) for lr in SWEEP_LEARNING_RATES)
+    return {"sweep_wall_s": round(sweep_s, 1), "sixteen_launches_wall_s": round(separate_s, 1),
+            "ratio": round(sweep_s / separate_s, 3)}  # fmt: skip
+
+
 def _run_in_subprocess(measurement: dict, args) -> dict:
+    if measurement["impl"] == "cli":
+        return _time_cli_launches(args.timeout)
     python = args.reference_python if measurement["impl"] == "purejaxrl" else sys.executable
     spec = json.dumps({**measurement, "purejaxrl": args.purejaxrl, "repeats": args.repeats})
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    if measurement["impl"] == "sweep":
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={measurement['devices']}"
     out = subprocess.run(
         [python, __file__, "--worker", spec], capture_output=True, text=True, env=env, check=False, timeout=args.timeout
     )
@@ -128,6 +201,8 @@ def _worker(spec_json: str) -> None:
     spec = json.loads(spec_json)
     if spec["impl"] == "jaxrl_si":
         result = worker_jaxrl_si(spec["env"], spec["settings"], spec["seeds"], spec["repeats"])
+    elif spec["impl"] == "sweep":
+        result = worker_sweep(spec["settings"], spec["repeats"], spec["devices"], spec["single"])
     else:
         result = worker_purejaxrl(spec["purejaxrl"], spec["settings"], spec["seeds"], spec["repeats"])
     print(json.dumps(result))
@@ -141,6 +216,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; medians are reported")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per compiled program")
     parser.add_argument("--timeout", type=float, default=900, help="seconds before a measurement is declared hung")
+    parser.add_argument("--sweep", action="store_true", help="run the sweep benchmarks instead")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -149,7 +225,7 @@ def main() -> None:
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     results: dict[tuple, list[dict]] = {}
     for round_index in range(args.rounds):
-        for m in _measurements(args):
+        for m in _sweep_measurements(args) if args.sweep else _measurements(args):
             try:
                 r = _run_in_subprocess(m, args)
             except subprocess.TimeoutExpired:
@@ -161,9 +237,8 @@ def main() -> None:
 
     summary = {}
     for (name, seeds), runs in results.items():
-        summary[(name, seeds)] = {
-            field: statistics.median(r[field] for r in runs) for field in ("compile_s", "env_steps_per_s")
-        }
+        fields = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
+        summary[(name, seeds)] = {field: statistics.median(r[field] for r in runs) for field in fields}
         print(json.dumps({"name": name, "seeds": seeds, "round": "median", **summary[(name, seeds)]}))
     for seeds in (1, 8):
         ours, ref = summary.get(("jaxrl_si/cartpole", seeds)), summary.get(("purejaxrl/cartpole", seeds))

@@ -1,11 +1,19 @@
-"""Train PPO: `python -m experiments.ppo [--config.env gymnax:CartPole-v1] [--seeds 8] ...`.
+"""Train PPO, one run or a sweep: `python -m experiments.ppo [--config.env ...] [--seeds 8] ...`.
 
-All seeds run as one vmapped, jitted program, in chunks of updates so that a progress bar,
-JSONL / TensorBoard metrics and the learning-curve plot update as training goes. Every field
-of the config and the hyperparameters is a flag (`--help` lists them); unknown flags are errors.
+    python -m experiments.ppo --seeds 8                                          # one setting
+    python -m experiments.ppo --seeds 4 --sweep "learning_rate=1e-4,3e-4,1e-3 clip_eps=0.1,0.2"
+    python -m experiments.ppo --sweep "random:16:0 learning_rate=loguniform(1e-5,1e-2)"
+    python -m experiments.ppo ... --mesh 4 2          # (sweep, data) device mesh
+    python -m experiments.ppo ... --resume            # continue from the latest checkpoint
 
-Writes to `--run-dir`: `config.json`, `metrics.jsonl` (one row per update and seed), `tb/`
-(TensorBoard), `learning_curve.png`, and `summary.json` (final return per seed).
+Every (setting, seed) member runs in one vmapped, jitted program (`jaxrl_si.sweep`), in
+iterations of updates (`jaxrl_si.loop`): after each, metrics go to JSONL and TensorBoard, the
+progress bar advances and an Orbax checkpoint is saved. Every field of the config and the
+hyperparameters is a flag (`--help` lists them); unknown flags are errors.
+
+Writes to `--run-dir`: `config.json`, `metrics.jsonl` (one row per update and member), `tb/`,
+`checkpoints/`, `table.csv` / `table.json` (one row per member), `curves.png`, `heatmap.png`
+(2-D grids), `final_return.png` (1-D grids) and `summary.json` (final return per member).
 """
 
 from __future__ import annotations
@@ -13,83 +21,66 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-import time
 
-import jax
 import numpy as np
 import tyro
-from tqdm import tqdm
 
-from jaxrl_si.agents.ppo import PPOConfig, PPOHyperparams, init, run_updates
-from jaxrl_si.logging import MetricWriter, final_episode_return, plot_learning_curves
+from jaxrl_si import sweep
+from jaxrl_si.agents.ppo import PPOConfig, PPOHyperparams, make_trainer
+from jaxrl_si.loop import json_safe
+from jaxrl_si.parallel import make_mesh
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     config: PPOConfig = PPOConfig()  # static settings (env, sizes, counts)
-    hparams: PPOHyperparams = PPOHyperparams()  # dynamic hyperparameters (traced pytree leaves)
-    seeds: int = 1  # independent seeds, vmapped in one program
+    hparams: PPOHyperparams = PPOHyperparams()  # base hyperparameters (traced pytree leaves)
+    sweep: str = ""  # grid "name=v1,v2 name2=..", random "random:<n>[:<seed>] name=loguniform(a,b)", or a .json; empty: one setting
+    seeds: int = 1  # seeds per setting
     seed: int = 0  # base PRNG seed
+    mesh: tuple[int, int] | None = None  # (sweep, data) mesh sizes, one may be -1; default: one device
+    members_per_chunk: int = 0  # members per compiled program; 0: all at once
+    iterations: int = 20  # about this many iterations (checkpoints); rounded so that they divide the updates
+    resume: bool = False  # continue from the latest complete checkpoint in run_dir
+    max_to_keep: int = 3  # checkpoints kept; 0 keeps all
     run_dir: pathlib.Path = pathlib.Path("runs/ppo")  # outputs (created)
-    log_chunks: int = 20  # the run is split into about this many jitted chunks for logging
     final_window: int = 20  # updates averaged for the final return
 
 
-def chunk_size(num_updates: int, target_chunks: int) -> int:
-    """The smallest divisor of `num_updates` >= num_updates / target_chunks (one compiled chunk)."""
-    lower = max(1, -(-num_updates // max(target_chunks, 1)))
+def updates_per_iteration(num_updates: int, target_iterations: int) -> int:
+    """The smallest divisor of `num_updates` >= num_updates / target_iterations."""
+    lower = max(1, -(-num_updates // max(target_iterations, 1)))
     return next(d for d in range(lower, num_updates + 1) if num_updates % d == 0)
 
 
-def _rows(metrics: dict[str, np.ndarray], first_update: int, batch_size: int) -> list[dict]:
-    seeds, updates = next(iter(metrics.values())).shape
-    rows = []
-    for s in range(seeds):
-        for u in range(updates):
-            step = first_update + u + 1
-            rows.append({"seed": s, "update": step, "env_steps": step * batch_size, **{k: v[s, u] for k, v in metrics.items()}})
-    return rows
-
-
 def main(run: RunConfig) -> dict:
-    config, hparams = run.config, run.hparams
+    config = run.config
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    (run.run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(run), default=str, indent=2))
-    per_chunk = chunk_size(config.num_updates, run.log_chunks)
-    keys = jax.random.split(jax.random.key(run.seed), run.seeds)
-    init_seeds = jax.jit(jax.vmap(lambda key: init(config, hparams, key)))
-    run_chunk = jax.jit(jax.vmap(lambda state: run_updates(config, hparams, state, per_chunk)))
-
-    writer = MetricWriter(run.run_dir)
-    history: dict[str, list[np.ndarray]] = {}
-    state = init_seeds(keys)
-    start = time.perf_counter()
-    with tqdm(total=config.num_updates * config.batch_size * run.seeds, unit="step", unit_scale=True, desc="PPO") as bar:
-        for chunk in range(config.num_updates // per_chunk):
-            state, metrics = run_chunk(state)
-            metrics = {k: np.asarray(v) for k, v in metrics.items()}
-            for k, v in metrics.items():
-                history.setdefault(k, []).append(v)
-            writer.write(_rows(metrics, chunk * per_chunk, config.batch_size))
-            latest = final_episode_return(metrics["episode/return"], metrics["episode/count"], per_chunk)
-            writer.write_summary((chunk + 1) * per_chunk * config.batch_size, {"episode/return": float(latest.mean())})
-            bar.update(per_chunk * config.batch_size * run.seeds)
-            bar.set_postfix(ret=f"{latest.mean():.1f}")
-    writer.close()
-    seconds = time.perf_counter() - start
-
-    returns = np.concatenate(history["episode/return"], axis=1)
-    counts = np.concatenate(history["episode/count"], axis=1)
-    env_steps = np.arange(1, returns.shape[1] + 1) * config.batch_size
-    plot_learning_curves({config.env: (env_steps, returns)}, run.run_dir / "learning_curve.png", title=f"PPO on {config.env}")
-    final = final_episode_return(returns, counts, run.final_window)
+    (run.run_dir / "config.json").write_text(json.dumps(json_safe(dataclasses.asdict(run)), indent=2))
+    mesh = None if run.mesh is None else make_mesh(*run.mesh)
+    trainer = make_trainer(config, updates_per_iteration(config.num_updates, run.iterations), mesh=mesh)
+    result = sweep.run(
+        trainer,
+        sweep.parse_spec(run.sweep),
+        base_hparams=run.hparams,
+        run_dir=run.run_dir,
+        seeds=run.seeds,
+        seed=run.seed,
+        members_per_chunk=run.members_per_chunk or None,
+        final_window=run.final_window,
+        resume=run.resume,
+        max_to_keep=run.max_to_keep or None,
+        run_config={"final_window": run.final_window},
+    )
+    finals = np.array([np.nan if r["final_return"] is None else r["final_return"] for r in result.table])
     summary = {
         "env": config.env,
+        "settings": len(result.settings),
         "seeds": run.seeds,
-        "env_steps_per_seed": int(env_steps[-1]),
-        "final_return_per_seed": [round(float(x), 2) for x in final],
-        "final_return_mean": round(float(final.mean()), 2),
-        "wall_s_including_compile": round(seconds, 1),
+        "env_steps_per_member": config.num_updates * config.batch_size,
+        "final_return_per_member": [r["final_return"] for r in result.table],
+        "final_return_mean_per_setting": [round(float(x), 2) for x in np.nanmean(finals.reshape(-1, run.seeds), axis=1)],
+        "wall_s_including_compile": round(result.seconds, 1),
     }
     (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))

@@ -1,7 +1,8 @@
 """Metric sinks for long runs: JSONL and TensorBoard in the run directory, and learning curves.
 
 Rows are flat dicts of scalars (namespaced keys such as `episode/return`, `loss/value`) plus
-the bookkeeping keys `update`, `env_steps` and, for multi-seed runs, `seed`.
+bookkeeping keys: `update`, `env_steps`, and for runs of several members `member`, `setting`,
+`seed`. Plots: learning curves, sweep heat maps, score against a swept value.
 """
 
 from __future__ import annotations
@@ -9,37 +10,53 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
 
 class MetricWriter:
-    """Appends metric rows to `run_dir/metrics.jsonl` and to TensorBoard (`run_dir/tb`).
+    """Metric rows to `run_dir/metrics.jsonl` and to TensorBoard (`run_dir/tb`).
 
-    TensorBoard uses tensorboardX (no TensorFlow needed). Per-seed rows go to the tag
-    `seed<k>/<key>`; `write_summary` writes cross-seed means under the plain key.
+    TensorBoard uses tensorboardX (no TensorFlow needed). Rows carrying a `group` key (e.g.
+    `member` or `seed`) go to the tag `<group><k>/<key>`; `write_summary` writes cross-member
+    aggregates under the plain key.
+
+    A fresh writer truncates `metrics.jsonl`. A resumed one (`resume_env_steps` set) also
+    truncates it (the caller replays the restored history with `write(..., tensorboard=False)`)
+    and opens TensorBoard with `purge_step`, so events logged after the checkpoint by the killed
+    run are discarded rather than shown twice.
     """
 
-    def __init__(self, run_dir: str | pathlib.Path, *, tensorboard: bool = True):
+    def __init__(
+        self,
+        run_dir: str | pathlib.Path,
+        *,
+        group: str = "seed",
+        tensorboard: bool = True,
+        resume_env_steps: int | None = None,
+    ):
         self.run_dir = pathlib.Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self.group = group
+        self._jsonl = open(self.run_dir / "metrics.jsonl", "w", encoding="utf-8")
         self._tb = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(str(self.run_dir / "tb"))
+            purge = None if resume_env_steps is None else resume_env_steps + 1
+            self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge)
 
-    def write(self, rows: Iterable[Mapping[str, float]]) -> None:
-        """Write rows (each with `env_steps`) to JSONL and, per seed, to TensorBoard."""
+    def write(self, rows: Iterable[Mapping[str, float]], *, tensorboard: bool = True) -> None:
+        """Write rows (each with `env_steps`) to JSONL and, per group, to TensorBoard."""
+        skip = {self.group, "seed", "member", "setting", "iteration", "update", "env_steps"}
         for row in rows:
             clean = {k: _jsonable(v) for k, v in row.items()}
             self._jsonl.write(json.dumps(clean) + "\n")
-            if self._tb is not None:
-                prefix = f"seed{int(row['seed'])}/" if "seed" in row else ""
+            if self._tb is not None and tensorboard:
+                prefix = f"{self.group}{int(row[self.group])}/" if self.group in row else ""
                 for key, value in clean.items():
-                    if key not in ("seed", "update", "env_steps") and value is not None:
+                    if key not in skip and value is not None:
                         self._tb.add_scalar(prefix + key, value, int(row["env_steps"]))
         self._jsonl.flush()
 
@@ -78,6 +95,28 @@ def final_episode_return(returns: np.ndarray, counts: np.ndarray, window: int) -
     return np.where(total > 0, weighted / np.maximum(total, 1), np.nan)
 
 
+def smoothed_episode_return(returns: np.ndarray, counts: np.ndarray, window: int) -> np.ndarray:
+    """Episode-weighted moving average of the return over the last `window` updates.
+
+    Args:
+      returns: `[S, U]` mean return of the episodes that ended in each update (NaN: none did).
+      counts: `[S, U]` how many episodes ended in each update.
+
+    Returns:
+      `[S, U]`: entry u averages the episodes that ended in updates u - window + 1 .. u (NaN if none).
+    """
+    c = np.asarray(counts, np.float64)
+    weighted = np.where(c > 0, np.asarray(returns, np.float64), 0.0) * c
+
+    def trailing_sum(x):
+        total = np.cumsum(x, axis=1)
+        total[:, window:] = total[:, window:] - total[:, :-window]
+        return total
+
+    episodes = trailing_sum(c)
+    return np.where(episodes > 0, trailing_sum(weighted) / np.maximum(episodes, 1), np.nan)
+
+
 def read_jsonl(path: str | pathlib.Path) -> list[dict]:
     """All rows of a metrics.jsonl file."""
     with open(path, encoding="utf-8") as f:
@@ -98,11 +137,7 @@ def plot_learning_curves(
       curves: name -> (x `[U]`, y `[S, U]`); NaN entries of y (no episode ended) are skipped.
       path: output PNG.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for name, (x, y) in curves.items():
         y = np.atleast_2d(np.asarray(y, dtype=np.float64))
@@ -117,7 +152,79 @@ def plot_learning_curves(
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_heatmap(
+    values: np.ndarray,
+    row_values: Sequence[float],
+    column_values: Sequence[float],
+    names: Sequence[str],
+    path: str | pathlib.Path,
+    *,
+    label: str = "final return (mean over seeds)",
+) -> pathlib.Path:
+    """A 2-D grid sweep as a heat map, each cell annotated with its value.
+
+    Args:
+      values: `[R, C]` one score per grid cell (NaN drawn blank).
+      row_values, column_values: the swept values of `names[0]` (rows) and `names[1]` (columns).
+    """
+    plt = _pyplot()
+    values = np.asarray(values, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(1.2 * len(column_values) + 2.5, 0.8 * len(row_values) + 1.8), dpi=120)
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(column_values)), [f"{v:.3g}" for v in column_values])
+    ax.set_yticks(range(len(row_values)), [f"{v:.3g}" for v in row_values])
+    ax.set_xlabel(names[1])
+    ax.set_ylabel(names[0])
+    finite = values[np.isfinite(values)]
+    middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+    for (r, c), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(c, r, f"{v:.3g}", ha="center", va="center", color="black" if v > middle else "white", fontsize=8)
+    fig.colorbar(image, ax=ax, label=label)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_metric_vs_value(
+    values: Sequence[float], scores: np.ndarray, name: str, path: str | pathlib.Path, *, label: str = "final return"
+) -> pathlib.Path:
+    """A 1-D sweep: score against the swept value, mean over seeds with each seed as a dot.
+
+    Args:
+      values: `[S]` the swept values (log x axis when all positive and spanning > 10x).
+      scores: `[S, seeds]`.
+    """
+    plt = _pyplot()
+    values, scores = np.asarray(values, np.float64), np.asarray(scores, np.float64)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for seed in range(scores.shape[1]):
+        ax.scatter(values, scores[:, seed], color="gray", s=10, alpha=0.6)
+    ax.plot(values, np.nanmean(scores, axis=1), marker="o", label=f"mean over {scores.shape[1]} seed(s)")
+    if values.min() > 0 and values.max() > 10 * values.min():
+        ax.set_xscale("log")
+    ax.set_xlabel(name)
+    ax.set_ylabel(label)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
     path = pathlib.Path(path)
     fig.savefig(path)
-    plt.close(fig)
+    fig.clf()
+    _pyplot().close(fig)
     return path

@@ -1,34 +1,35 @@
-"""The PPO entry point: a tiny run writes its metrics, TensorBoard events, plot and summary."""
+"""The PPO entry point: a tiny run writes its metrics, TensorBoard events, table, plots, summary."""
 
 import json
 
 import numpy as np
 import pytest
 
-from experiments.ppo import RunConfig, chunk_size, main
+from experiments.ppo import RunConfig, main, updates_per_iteration
 from jaxrl_si.agents.ppo import PPOConfig, PPOHyperparams
 from jaxrl_si.logging import final_episode_return, read_jsonl
 
 
 def test_tiny_run_writes_every_artifact(tmp_path):
     config = PPOConfig(env="probe:action_reward", num_envs=8, rollout_length=4, num_minibatches=2, total_env_steps=32 * 12, hidden_sizes=(16,))
-    run = RunConfig(config=config, hparams=PPOHyperparams(learning_rate=3e-3), seeds=2, run_dir=tmp_path, log_chunks=4)
+    run = RunConfig(config=config, hparams=PPOHyperparams(learning_rate=3e-3), seeds=2, run_dir=tmp_path, iterations=4)
     summary = main(run)
     rows = read_jsonl(tmp_path / "metrics.jsonl")
     assert len(rows) == 2 * 12  # one row per update and seed
     assert {row["seed"] for row in rows} == {0, 1}
-    assert rows[-1]["env_steps"] == 12 * 32
+    assert rows[-1]["env_steps"] == 12 * 32 and rows[-1]["iteration"] == 4
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
-    assert (tmp_path / "learning_curve.png").stat().st_size > 10_000
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [2, 3, 4]  # max_to_keep=3
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
-    assert len(summary["final_return_per_seed"]) == 2
+    assert len(summary["final_return_per_member"]) == 2 and len(summary["final_return_mean_per_setting"]) == 1
     assert json.loads((tmp_path / "config.json").read_text())["seeds"] == 2
 
 
-def test_chunk_size_divides_the_run():
-    assert chunk_size(976, 20) == 61  # 976 = 16 * 61: 16 chunks of one compiled size
-    assert chunk_size(7, 20) == 1
-    assert chunk_size(12, 4) == 3
+def test_iterations_divide_the_run():
+    assert updates_per_iteration(976, 20) == 61  # 976 = 16 * 61: 16 iterations of one compiled size
+    assert updates_per_iteration(7, 20) == 1
+    assert updates_per_iteration(12, 4) == 3
 
 
 def test_final_episode_return_weights_by_episode_count():
@@ -43,5 +44,6 @@ def test_unknown_flag_is_an_error():
 
     with pytest.raises(SystemExit):
         tyro.cli(RunConfig, args=["--config.learning-rat", "1e-3"])
-    parsed = tyro.cli(RunConfig, args=["--config.num-envs", "8", "--hparams.gamma", "0.9"])
+    parsed = tyro.cli(RunConfig, args=["--config.num-envs", "8", "--hparams.gamma", "0.9", "--mesh", "4", "2", "--resume"])
     assert parsed.config.num_envs == 8 and parsed.hparams.gamma == 0.9
+    assert parsed.mesh == (4, 2) and parsed.resume

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from jaxrl_si import envs
+from jaxrl_si import envs, loop
 from jaxrl_si.losses.policy_gradient import clipped_value_loss, normalize_advantages, ppo_clip_loss
 from jaxrl_si.losses.returns import gae_advantages
 from jaxrl_si.nets import ActorCritic
@@ -322,3 +322,27 @@ def make_train(config: PPOConfig) -> Callable[[PPOHyperparams, PRNGKeyArray], tu
         return run_updates(config, hparams, init(config, hparams, key), config.num_updates)
 
     return train
+
+
+@functools.cache
+def make_trainer(config: PPOConfig, updates_per_iteration: int, *, mesh=None) -> loop.Trainer:
+    """PPO for the iteration loop and sweeps: iterations of `updates_per_iteration` updates.
+
+    `updates_per_iteration` must divide `config.num_updates`, so that every iteration runs the
+    same compiled program and a checkpoint falls on each iteration boundary.
+    """
+    if updates_per_iteration < 1 or config.num_updates % updates_per_iteration:
+        divisors = [d for d in range(1, config.num_updates + 1) if config.num_updates % d == 0]
+        raise ValueError(
+            f"updates_per_iteration={updates_per_iteration} must divide the run's {config.num_updates} updates; "
+            f"choose one of {divisors}"
+        )
+    return loop.Trainer(
+        config=config,
+        init=functools.partial(init, config),
+        iterate=functools.partial(run_updates, config, num_updates=updates_per_iteration),
+        num_iterations=config.num_updates // updates_per_iteration,
+        updates_per_iteration=updates_per_iteration,
+        env_steps_per_update=config.batch_size,
+        mesh=mesh,
+    )
