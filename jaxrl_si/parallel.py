@@ -60,3 +60,30 @@ def shard_members(tree, mesh: Mesh):
         return jax.device_put(leaf, sharding)
 
     return jax.tree_util.tree_map_with_path(place, tree)
+
+
+def data_parallel_size(mesh: Mesh | None) -> int:
+    """Devices on the mesh's `data` axis (1 without a mesh)."""
+    return 1 if mesh is None else mesh.shape["data"]
+
+
+def check_divides_data_axis(mesh: Mesh | None, **sizes: int) -> None:
+    """Raise `ValueError` naming each size that the `data` axis does not divide."""
+    devices = data_parallel_size(mesh)
+    bad = {name: size for name, size in sizes.items() if size % devices}
+    if bad:
+        raise ValueError(f"the mesh's data axis ({devices} devices) must divide {bad}; change them or the mesh")
+
+
+def shard_batch_axis(tree, mesh: Mesh | None, axis: int = 0):
+    """Constrain every leaf with more than `axis` dims to be split over `data` along `axis`.
+
+    A layout hint for GSPMD (`with_sharding_constraint`), never a change of values: each device
+    computes on its slice and XLA inserts the collectives (e.g. the all-reduce of gradients
+    of a loss averaged over the batch). The identity without a mesh or with a 1-device `data`
+    axis. Under `jax.vmap(..., spmd_axis_name="sweep")` the member axis is added as `sweep`.
+    """
+    if data_parallel_size(mesh) == 1:
+        return tree
+    sharding = NamedSharding(mesh, P(*([None] * axis), "data"))
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding) if x.ndim > axis else x, tree)

@@ -14,6 +14,11 @@ hyperparameters live in the `PPOHyperparams` pytree, so
 
 One `update` is one PPO iteration: a rollout of `rollout_length` steps in `num_envs`
 environments, GAE, then `num_epochs` passes of `num_minibatches` minibatch steps.
+
+Data parallelism: given a mesh (`make_train(config, mesh=...)`), the environments and every
+minibatch are split over its `data` axis by sharding constraints, so each device steps its
+environments and differentiates its slice, and XLA all-reduces the gradients. The algorithm is
+unchanged: results equal the single-device run up to the order of floating-point sums.
 Termination and truncation are kept apart: a truncated step bootstraps from V(final_obs).
 """
 
@@ -28,12 +33,14 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxrl_si import envs, loop
 from jaxrl_si.losses.policy_gradient import clipped_value_loss, normalize_advantages, ppo_clip_loss
 from jaxrl_si.losses.returns import gae_advantages
 from jaxrl_si.nets import ActorCritic
+from jaxrl_si.parallel import check_divides_data_axis, data_parallel_size, shard_batch_axis
 
 POLICY_KINDS = ("auto", "categorical", "gaussian", "tanh_gaussian")
 
@@ -185,22 +192,31 @@ def learning_rate_at(config: PPOConfig, hparams: PPOHyperparams, update_step) ->
     return hparams.learning_rate * (1.0 - update_step / config.num_updates)
 
 
-def init(config: PPOConfig, hparams: PPOHyperparams, key: PRNGKeyArray) -> PPOState:
-    """Initial parameters, optimiser state and environments."""
+def init(config: PPOConfig, hparams: PPOHyperparams, key: PRNGKeyArray, *, mesh: Mesh | None = None) -> PPOState:
+    """Initial parameters, optimiser state and environments (split over `mesh`'s `data` axis)."""
+    check_divides_data_axis(mesh, num_envs=config.num_envs, minibatch_size=config.minibatch_size)
     env, network = build_env_and_network(config)
     key, key_params, key_env = jax.random.split(key, 3)
-    env_state, timestep = env.reset(key_env)
+    env_state, timestep = _shard_envs(config, mesh, env.reset(key_env))
     params = network.init(key_params, timestep.obs[0])
     opt_state = make_optimizer(config, hparams).init(params)
     return PPOState(params, opt_state, env_state, timestep.obs, key, jnp.zeros((), jnp.int32))
 
 
-def _rollout_step(env, network, carry, key):
+def _shard_envs(config: PPOConfig, mesh, tree):
+    """Split the leaves with a leading env axis over `data` (a layout hint; see parallel.py)."""
+    if data_parallel_size(mesh) == 1:
+        return tree
+    batched = lambda x: x.ndim > 0 and x.shape[0] == config.num_envs  # noqa: E731
+    return jax.tree.map(lambda x: shard_batch_axis(x, mesh) if batched(x) else x, tree)
+
+
+def _rollout_step(config, env, network, mesh, carry, key):
     params, env_state, obs = carry
     key_action, key_env = jax.random.split(key)
     dist, value = network.apply(params, obs)
     action = dist.sample(key_action)
-    env_state, ts = env.step(env_state, action, key_env)
+    env_state, ts = _shard_envs(config, mesh, env.step(env_state, action, key_env))
     transition = Transition(
         obs=obs,
         action=action,
@@ -253,19 +269,26 @@ def _minibatch_step(network, optimizer, hparams, carry, batch):
     return (optax.apply_updates(params, updates), opt_state), aux
 
 
-def _epoch(config, network, optimizer, hparams, carry, key):
-    """One pass over the rollout in `num_minibatches` shuffled minibatches."""
+def _epoch(config, network, optimizer, hparams, mesh, carry, key):
+    """One pass over the rollout in `num_minibatches` shuffled minibatches.
+
+    With a `data` axis each minibatch is split over it: every device computes the loss
+    and gradient of its slice and XLA all-reduces the gradients (the same mean as on one device).
+    """
     params, opt_state, batch = carry
     permutation = jax.random.permutation(key, config.batch_size)
     minibatches = jax.tree.map(
         lambda x: jnp.take(x, permutation, axis=0).reshape((config.num_minibatches, -1) + x.shape[1:]), batch
     )
+    minibatches = shard_batch_axis(minibatches, mesh, axis=1)
     step = functools.partial(_minibatch_step, network, optimizer, hparams)
     (params, opt_state), aux = jax.lax.scan(step, (params, opt_state), minibatches)
     return (params, opt_state, batch), aux
 
 
-def update(config: PPOConfig, hparams: PPOHyperparams, state: PPOState) -> tuple[PPOState, dict[str, Array]]:
+def update(
+    config: PPOConfig, hparams: PPOHyperparams, state: PPOState, *, mesh: Mesh | None = None
+) -> tuple[PPOState, dict[str, Array]]:
     """One PPO iteration: rollout, GAE, `num_epochs` x `num_minibatches` gradient steps.
 
     Metrics (scalars): `episode/return` (mean undiscounted return of the episodes that ended
@@ -276,7 +299,7 @@ def update(config: PPOConfig, hparams: PPOHyperparams, state: PPOState) -> tuple
     optimizer = make_optimizer(config, hparams)
     key, key_rollout, key_epochs = jax.random.split(state.key, 3)
 
-    rollout = functools.partial(_rollout_step, env, network)
+    rollout = functools.partial(_rollout_step, config, env, network, mesh)
     (_, env_state, last_obs), traj = jax.lax.scan(
         rollout, (state.params, state.env_state, state.obs), jax.random.split(key_rollout, config.rollout_length)
     )
@@ -293,7 +316,7 @@ def update(config: PPOConfig, hparams: PPOHyperparams, state: PPOState) -> tuple
     )
 
     flat = jax.tree.map(lambda x: x.reshape((config.batch_size,) + x.shape[2:]), (traj, advantages, targets))
-    epoch = functools.partial(_epoch, config, network, optimizer, hparams)
+    epoch = functools.partial(_epoch, config, network, optimizer, hparams, mesh)
     (params, opt_state, _), aux = jax.lax.scan(
         epoch, (state.params, state.opt_state, flat), jax.random.split(key_epochs, config.num_epochs)
     )
@@ -309,27 +332,34 @@ def update(config: PPOConfig, hparams: PPOHyperparams, state: PPOState) -> tuple
     return new_state, metrics
 
 
-def run_updates(config: PPOConfig, hparams: PPOHyperparams, state: PPOState, num_updates: int):
+def run_updates(config: PPOConfig, hparams: PPOHyperparams, state: PPOState, num_updates: int, *, mesh: Mesh | None = None):
     """`num_updates` updates in one `lax.scan`; metrics stacked to `[num_updates]`."""
-    return jax.lax.scan(lambda s, _: update(config, hparams, s), state, None, length=num_updates)
+    return jax.lax.scan(lambda s, _: update(config, hparams, s, mesh=mesh), state, None, length=num_updates)
 
 
 @functools.cache
-def make_train(config: PPOConfig) -> Callable[[PPOHyperparams, PRNGKeyArray], tuple[PPOState, dict[str, Array]]]:
-    """`train(hparams, key) -> (final state, metrics [num_updates])` for `config` (cached)."""
+def make_train(
+    config: PPOConfig, *, mesh: Mesh | None = None
+) -> Callable[[PPOHyperparams, PRNGKeyArray], tuple[PPOState, dict[str, Array]]]:
+    """`train(hparams, key) -> (final state, metrics [num_updates])` for `config` (cached).
+
+    With `mesh`, environments and minibatches are split over its `data` axis; vmap the
+    result with `spmd_axis_name="sweep"` to lay members over the `sweep` axis as well.
+    """
 
     def train(hparams: PPOHyperparams, key: PRNGKeyArray):
-        return run_updates(config, hparams, init(config, hparams, key), config.num_updates)
+        return run_updates(config, hparams, init(config, hparams, key, mesh=mesh), config.num_updates, mesh=mesh)
 
     return train
 
 
 @functools.cache
-def make_trainer(config: PPOConfig, updates_per_iteration: int, *, mesh=None) -> loop.Trainer:
+def make_trainer(config: PPOConfig, updates_per_iteration: int, *, mesh: Mesh | None = None) -> loop.Trainer:
     """PPO for the iteration loop and sweeps: iterations of `updates_per_iteration` updates.
 
     `updates_per_iteration` must divide `config.num_updates`, so that every iteration runs the
-    same compiled program and a checkpoint falls on each iteration boundary.
+    same compiled program and a checkpoint falls on each iteration boundary. `mesh`: members
+    over its `sweep` axis (the loop), environments and minibatches over its `data` axis.
     """
     if updates_per_iteration < 1 or config.num_updates % updates_per_iteration:
         divisors = [d for d in range(1, config.num_updates + 1) if config.num_updates % d == 0]
@@ -339,8 +369,8 @@ def make_trainer(config: PPOConfig, updates_per_iteration: int, *, mesh=None) ->
         )
     return loop.Trainer(
         config=config,
-        init=functools.partial(init, config),
-        iterate=functools.partial(run_updates, config, num_updates=updates_per_iteration),
+        init=functools.partial(init, config, mesh=mesh),
+        iterate=functools.partial(run_updates, config, num_updates=updates_per_iteration, mesh=mesh),
         num_iterations=config.num_updates // updates_per_iteration,
         updates_per_iteration=updates_per_iteration,
         env_steps_per_update=config.batch_size,
