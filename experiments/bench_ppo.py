@@ -13,7 +13,8 @@ ratio to PureJaxRL measured in the same run (this machine's speed drifts over mi
 `--sweep` measures a 16-setting learning-rate sweep instead:
 - end to end: the sweep launched once from the command line (`python -m experiments.ppo
   --sweep ...`) against the same 16 settings launched one by one (each compiling and running);
-- run only: the compiled sweep program against 16 calls of the compiled single run, in one process;
+- run only: the compiled sweep program (members over 2 host devices, and on 1) against 16 calls
+  of the compiled single run, in one process;
 - devices: the compiled sweep's env-steps/s with its members sharded over 1, 2, 4 and 8 fake CPU
   devices (`--xla_force_host_platform_device_count`).
 
@@ -100,6 +101,9 @@ def worker_sweep(settings: dict, repeats: int, devices: int, single: bool) -> di
     args = shard_members((hparams, keys), make_mesh(devices, 1)) if devices > 1 else (hparams, keys)
     env_steps = config.num_updates * config.batch_size * members
     result = {f"sweep_{k}": v for k, v in _time_compiled(jax.vmap(train), args, env_steps, repeats).items()}
+    if single and devices > 1:  # the same sweep on one device, in this process, for the ratio
+        one_device = _time_compiled(jax.vmap(train), (hparams, keys), env_steps, repeats)
+        result["sweep_one_device_run_s"] = one_device["run_s"]
     if single:
         one = jax.jit(train)
         member = lambda m: (jax.tree.map(lambda x: x[m], hparams), keys[m])  # noqa: E731
@@ -109,6 +113,8 @@ def worker_sweep(settings: dict, repeats: int, devices: int, single: bool) -> di
             jax.block_until_ready(one(*member(m)))
         result["sixteen_single_run_s"] = round(time.perf_counter() - start, 3)
         result["ratio_sweep_to_sixteen_runs"] = round(result["sweep_run_s"] / result["sixteen_single_run_s"], 3)
+        if "sweep_one_device_run_s" in result:
+            result["ratio_one_device_sweep_to_sixteen_runs"] = round(result["sweep_one_device_run_s"] / result["sixteen_single_run_s"], 3)
     return result
 
 
@@ -156,7 +162,9 @@ def _sweep_measurements(args) -> list[dict]:
     small = {**CARTPOLE, "total_env_steps": 131_072}  # 32 updates a member: the device table
     plan = [
         {"name": "sweep/end-to-end", "impl": "cli", "seeds": 16},
-        {"name": "sweep/run-only", "impl": "sweep", "settings": CARTPOLE, "seeds": 16, "devices": 1, "single": True},
+        # Two host devices: the sweep's members over both cores (XLA:CPU runs one device's small
+        # ops on one core), against one device and 16 single runs, all in one process.
+        {"name": "sweep/run-only", "impl": "sweep", "settings": CARTPOLE, "seeds": 16, "devices": 2, "single": True},
     ]
     return plan + [
         {"name": f"sweep/devices-{d}", "impl": "sweep", "settings": small, "seeds": 16, "devices": d, "single": False}

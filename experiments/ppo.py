@@ -27,6 +27,7 @@ import tyro
 
 from jaxrl_si import sweep
 from jaxrl_si.agents.ppo import PPOConfig, PPOHyperparams, make_trainer
+from jaxrl_si.checkpoint import CheckpointError
 from jaxrl_si.loop import json_safe
 from jaxrl_si.parallel import make_mesh
 
@@ -88,4 +89,7 @@ def main(run: RunConfig) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(RunConfig))
+    try:
+        main(tyro.cli(RunConfig))
+    except CheckpointError as error:  # a refused or unreadable checkpoint: say why, no traceback
+        raise SystemExit(f"error: {error}") from None

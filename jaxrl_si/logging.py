@@ -146,13 +146,7 @@ def plot_learning_curves(
         line = ax.plot(np.asarray(x)[valid], mean, label=f"{name} (n={y.shape[0]})")[0]
         if y.shape[0] > 1:
             ax.fill_between(np.asarray(x)[valid], np.nanmin(y[:, valid], 0), np.nanmax(y[:, valid], 0), color=line.get_color(), alpha=0.2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _finish(fig, ax, path, xlabel=xlabel, ylabel=ylabel, title=title)
 
 
 def _pyplot():
@@ -214,10 +208,16 @@ def plot_metric_vs_value(
     ax.plot(values, np.nanmean(scores, axis=1), marker="o", label=f"mean over {scores.shape[1]} seed(s)")
     if values.min() > 0 and values.max() > 10 * values.min():
         ax.set_xscale("log")
-    ax.set_xlabel(name)
-    ax.set_ylabel(label)
+    return _finish(fig, ax, path, xlabel=name, ylabel=label)
+
+
+def _finish(fig, ax, path, *, xlabel: str, ylabel: str, title: str = "") -> pathlib.Path:
+    """Labels, grid and legend on a line plot, then save it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
+    ax.legend(loc="best", fontsize=7 if len(ax.get_lines()) > 8 else 8)
     fig.tight_layout()
     return _save(fig, path)
 

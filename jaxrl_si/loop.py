@@ -98,7 +98,8 @@ def run(
       run_dir: receives `metrics.jsonl`, `tb/` and `checkpoints/<iteration>`.
       run_config: extra JSON describing the run; with the trainer's config, hyperparameters
         and keys it must match the checkpoint's on resume (mismatches name the fields).
-      member_labels: per-member dicts added to each metric row (e.g. setting and seed index).
+      member_labels: per-member dicts added to each metric row (e.g. setting and seed index);
+        None for a member whose rows are not written (padding).
       resume: continue from the latest complete checkpoint in `run_dir` if there is one.
 
     Members are sharded over the `sweep` axis of `trainer.mesh` when it has one (the member
@@ -108,36 +109,47 @@ def run(
     run_dir = pathlib.Path(run_dir)
     members = len(keys)
     hparams, keys = _place((hparams, keys), trainer.mesh)
-    init_members, iterate_members = compiled_members(trainer)
     config = _checkpoint_config(trainer, hparams, keys, run_config)
-    labels = member_labels or [{} for _ in range(members)]
+    labels = member_labels if member_labels is not None else [{} for _ in range(members)]
     with ckpt.Checkpointer(run_dir / "checkpoints", max_to_keep=max_to_keep, async_save=async_checkpoints) as saver:
-        restored = None
-        if resume:
-            target = ckpt.abstract_target(jax.eval_shape(init_members, hparams, keys), _member_sharding(trainer.mesh))
-            restored = saver.restore_latest(target, config=config)
-        start = 0 if restored is None else restored.step
-        if restored is not None:
-            tqdm.write(f"resumed {run_dir} from the checkpoint of iteration {start}/{trainer.num_iterations}", file=sys.stderr)
-        state = init_members(hparams, keys) if restored is None else restored.state
-        history = {} if restored is None else dict(restored.history)
-        writer = MetricWriter(run_dir, group="member", resume_env_steps=None if restored is None else _env_steps(trainer, start, 0))
+        start, state, history = _initial_state(trainer, hparams, keys, saver, config, resume, run_dir)
+        writer = MetricWriter(run_dir, group="member", resume_env_steps=_env_steps(trainer, start, 0) if start else None)
         _replay(writer, trainer, history, labels)
+        _, iterate_members = compiled_members(trainer)
         steps_per_iteration = trainer.updates_per_iteration * trainer.env_steps_per_update * members
-        with tqdm(total=trainer.num_iterations * steps_per_iteration, initial=start * steps_per_iteration, unit="step", unit_scale=True, desc=desc) as bar:
-            for iteration in range(start, trainer.num_iterations):
-                state, metrics = iterate_members(hparams, state)
-                metrics = {k: np.asarray(v) for k, v in metrics.items()}
-                history = {k: np.concatenate([history[k], v], axis=1) if k in history else v for k, v in metrics.items()}
-                writer.write(_rows(trainer, metrics, iteration, labels))
-                latest = _iteration_return(trainer, metrics)
-                writer.write_summary(_env_steps(trainer, iteration + 1, 0), {trainer.return_metric: float(np.nanmean(latest)) if np.isfinite(latest).any() else float("nan")})
-                saver.save(iteration + 1, state, config=config, history=history, extra={"iteration": iteration + 1})
-                bar.update(steps_per_iteration)
-                bar.set_postfix(it=f"{iteration + 1}/{trainer.num_iterations}", ret=_format_return(latest))
-        saver.wait()
+        bar = tqdm(total=trainer.num_iterations * steps_per_iteration, initial=start * steps_per_iteration, unit="step", unit_scale=True, desc=desc)
+        for iteration in range(start, trainer.num_iterations):
+            state, metrics = iterate_members(hparams, state)
+            metrics = {k: np.asarray(v) for k, v in metrics.items()}  # blocks: one iteration in flight
+            history = {k: np.concatenate([history[k], v], axis=1) if k in history else v for k, v in metrics.items()}
+            latest = _log_iteration(writer, trainer, metrics, iteration, labels)
+            saver.save(iteration + 1, state, config=config, history=history, extra={"iteration": iteration + 1})
+            bar.update(steps_per_iteration)
+            bar.set_postfix(it=f"{iteration + 1}/{trainer.num_iterations}", ret=_format_return(latest))
+        bar.close()
     writer.close()
-    return LoopResult(state, history, None if restored is None else start, time.perf_counter() - start_time)
+    return LoopResult(state, history, start if resume and start else None, time.perf_counter() - start_time)
+
+
+def _initial_state(trainer: Trainer, hparams, keys, saver: ckpt.Checkpointer, config: dict, resume: bool, run_dir):
+    """`(iteration, state, history)`: from the latest complete checkpoint, or fresh."""
+    init_members, _ = compiled_members(trainer)
+    if resume:
+        target = ckpt.abstract_target(jax.eval_shape(init_members, hparams, keys), _member_sharding(trainer.mesh))
+        restored = saver.restore_latest(target, config=config)
+        if restored is not None:
+            tqdm.write(f"resumed {run_dir} from the checkpoint of iteration {restored.step}/{trainer.num_iterations}", file=sys.stderr)
+            return restored.step, restored.state, dict(restored.history)
+    return 0, init_members(hparams, keys), {}
+
+
+def _log_iteration(writer: MetricWriter, trainer: Trainer, metrics, iteration: int, labels) -> np.ndarray:
+    """Rows to JSONL / TensorBoard, the cross-member mean return; returns `[M]` latest returns."""
+    writer.write(_rows(trainer, metrics, iteration, labels))
+    latest = _iteration_return(trainer, metrics)
+    mean = float(np.nanmean(latest)) if np.isfinite(latest).any() else float("nan")
+    writer.write_summary(_env_steps(trainer, iteration + 1, 0), {trainer.return_metric: mean})
+    return latest
 
 
 def iteration_returns(trainer: Trainer, history: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -172,6 +184,8 @@ def _rows(trainer: Trainer, metrics: Mapping[str, np.ndarray], iteration: int, l
     """One row per member and update of `iteration`."""
     rows = []
     for member, label in enumerate(labels):
+        if label is None:
+            continue
         for update in range(trainer.updates_per_iteration):
             rows.append(
                 {

@@ -207,7 +207,7 @@ def run(
     hparams = member_hparams(base_hparams, setting_list, seeds)
     keys = member_keys(seed, len(setting_list), seeds)
     members = len(keys)
-    labels = [{"setting": m // seeds, "seed": m % seeds} for m in range(members)]
+    labels = [{"member": m, "setting": m // seeds, "seed": m % seeds} for m in range(members)]
     chunk = members_per_chunk or members
     if chunk < 1:
         raise ValueError(f"members_per_chunk must be positive, got {chunk}")
@@ -222,7 +222,7 @@ def run(
             keys[np.asarray(padded)],
             run_dir=run_dir if chunk == members else run_dir / f"chunk_{index:03d}",
             run_config={**config, "chunk": index},
-            member_labels=[labels[m] for m in padded],
+            member_labels=[labels[m] for m in taken] + [None] * (chunk - len(taken)),
             resume=resume,
             max_to_keep=max_to_keep,
             desc="sweep" if chunk == members else f"sweep chunk {index + 1}/{math.ceil(members / chunk)}",

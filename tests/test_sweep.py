@@ -8,6 +8,7 @@ import pytest
 
 from jaxrl_si import sweep
 from jaxrl_si.agents.ppo import PPOConfig, PPOHyperparams, make_train, make_trainer
+from jaxrl_si.logging import read_jsonl
 
 CONFIG = PPOConfig(env="probe:action_reward", num_envs=8, rollout_length=4, num_minibatches=2, total_env_steps=32 * 8, hidden_sizes=(16,))
 TRAINER = make_trainer(CONFIG, 4)  # 2 iterations of 4 updates
@@ -91,6 +92,8 @@ def test_chunked_sweep_equals_one_program(tmp_path):
     chunked = sweep.run(TRAINER, spec, base_hparams=PPOHyperparams(), run_dir=tmp_path / "chunked", seeds=1, members_per_chunk=2)
     assert sorted(p.name for p in (tmp_path / "chunked").glob("chunk_*")) == ["chunk_000", "chunk_001"]
     assert (tmp_path / "chunked" / "final_return.png").exists()
+    padded_rows = read_jsonl(tmp_path / "chunked" / "chunk_001" / "metrics.jsonl")
+    assert {r["member"] for r in padded_rows} == {2} and len(padded_rows) == 8  # the padding copy is not logged
     for name, value in whole.history.items():
         np.testing.assert_allclose(chunked.history[name], value, rtol=1e-6, err_msg=name)
 
