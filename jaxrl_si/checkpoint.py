@@ -1,32 +1,45 @@
-"""One Orbax checkpoint per training iteration, verified on restore, with exact resume.
+"""One Orbax checkpoint per training iteration, verified on restore, for exact resume.
 
 A thin wrapper over `orbax.checkpoint.CheckpointManager` (async, atomic, `max_to_keep`). Each
-step holds three items: `state` (any pytree of arrays, typed PRNG keys included, saved sharded
-as it lies on the mesh), `history` (host metric arrays) and `meta` (JSON: the run's config,
-caller extras, the shapes of the history, and a digest of the state).
+step directory holds up to three `ocp.args.Composite` items:
+
+- `state`: any pytree of arrays (typed PRNG keys and Python scalars included), written sharded
+  as it lies on the mesh and restored onto the shardings of the caller's target;
+- `history`: the host metric arrays of non-zero size, stored by index (metric names hold `/`,
+  which Orbax would read as nesting);
+- `meta` (JSON): the run's config, the caller's `extra`, every history array's name, shape and
+  dtype, and digests of the state and of the history.
 
 Why our own digest: Orbax has no checksum. Measured on orbax-checkpoint 0.12.8, zeroing 16
-bytes inside a data file restores with no error and wrong values. `state_digest` is computed on
-device at save time and checked after every restore. It sums the state's 32-bit words, each
-times an odd multiplier derived from its position, with uint32 wraparound; integer addition is
-associative and commutative, so the value does not depend on how the state is sharded, on the
-device count, or on the reduction order, and a checkpoint written on 8 devices verifies on 1.
+bytes inside a data file restores with no error and wrong values. `state_digest` runs on device
+inside `jax.jit`: each leaf's bits are read as uint32 words, each word is xored with a key
+derived from its flat position and scrambled by MurmurHash3's finalizer, and the results are
+summed with uint32 wraparound (twice, with two salts: 64 bits per leaf). Integer addition is
+associative and commutative, so the sum does not depend on how the leaf is sharded, on the
+device count or on the reduction order XLA picks (float sums would), and a checkpoint written
+on 8 devices verifies on 1. Only two words per leaf reach the host, so it is multi-host safe.
+The finalizer is there because a bare `word * odd_multiplier(position)` lets bit k of a word
+reach only bits >= k of the sum: sign flips of an even number of elements (negating a leaf)
+would cancel out.
 
-Failure modes of `restore_latest`: an unfinished save (`<step>.orbax-checkpoint-tmp`) is never
-listed; a step that fails to restore (missing metadata, truncated files) or fails the digest is
-reported with `warnings.warn` and the previous step is tried; if every step fails,
-`CorruptCheckpointError`. A checkpoint whose config differs from the requested one raises
-`ConfigMismatchError` naming every differing field, and is never silently used.
+Failure modes of `Checkpointer.restore_latest`, newest step first:
+- an unfinished save (`<step>.orbax-checkpoint-tmp`, e.g. after kill -9) is not a step;
+- a step that fails to restore (emptied directory, missing `_METADATA` or `manifest.ocdbt`,
+  truncated data) or fails a digest is reported (`warnings.warn` and `logging`) and the previous
+  step is tried; when none is left, `CorruptCheckpointError` lists every step's reason;
+- a saved config that differs from the requested one raises `ConfigMismatchError` at once,
+  naming every differing field: another run's checkpoint is never used, nor skipped silently.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import os
 import warnings
-from typing import Any
+from typing import Any, Self
 
 import jax
 import jax.numpy as jnp
@@ -35,29 +48,41 @@ import orbax.checkpoint as ocp
 
 logger = logging.getLogger(__name__)
 
+_FORMAT = 1  # version of the `meta` item's layout; bump when it changes
+_META_FIELDS = ("format", "config", "extra", "state_digest", "history", "history_digest")
+_SALTS = (np.uint32(0x9E3779B9), np.uint32(0x85EBCA77))  # two position keys per word: 64 bits per leaf
+
 
 class CheckpointError(Exception):
     """Base class of checkpoint errors."""
 
 
 class ConfigMismatchError(CheckpointError):
-    """The checkpoint was written by a run with another config."""
+    """The checkpoint was written by a run with another config; the message names each field."""
 
 
 class CorruptCheckpointError(CheckpointError):
-    """No step of the checkpoint directory could be restored and verified."""
+    """No step in the directory could be restored and verified; the message gives each reason."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Restored:
+    """One verified step, as returned by `Checkpointer.restore_latest`."""
+
     step: int  # the iteration number saved
     state: Any  # pytree like the target, arrays placed with the target's shardings
-    history: dict[str, np.ndarray]  # host arrays exactly as saved
+    history: dict[str, np.ndarray]  # host arrays exactly as saved (bitwise, NaN included)
     extra: dict  # the JSON-able dict saved alongside
 
 
 class Checkpointer:
-    """Saves and restores `(state, history, config, extra)` per step in `directory`."""
+    """Saves `(state, history, config, extra)` once per step in `directory`; restores the newest good one.
+
+    Args:
+      directory: where the step directories `<step>/` go (made absolute, created if missing).
+      max_to_keep: newest steps kept on disk (None: all).
+      async_save: write in a background thread; `save` returns after the device-to-host copy.
+    """
 
     def __init__(self, directory, *, max_to_keep: int | None = 3, async_save: bool = True):
         options = ocp.CheckpointManagerOptions(
@@ -67,72 +92,98 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, state, *, config: dict, history: dict[str, np.ndarray] | None = None, extra: dict | None = None) -> None:
-        """Start saving step `step`; returns once the arrays are copied off the devices."""
-        history = {name: np.asarray(value) for name, value in (history or {}).items()}
+        """Start saving `step`; returns once the arrays are off the devices, without waiting for the write.
+
+        Waits for the previous save to finish first (Orbax runs one at a time) and for `state`
+        to be computed (its digest is taken now). `config` and `extra` must be JSON-able
+        (`TypeError` otherwise, before anything is written); `history` arrays must be numeric
+        or bool, of any shape.
+        """
+        history = _host_history(history or {})
         meta = {
-            "config": config,
-            "extra": extra or {},
-            "digest": state_digest(state),
+            "format": _FORMAT,
+            "config": _json_copy(config, "config"),
+            "extra": _json_copy(extra or {}, "extra"),
+            "state_digest": state_digest(state),
             "history": [[name, list(value.shape), value.dtype.str] for name, value in history.items()],
+            "history_digest": _history_digest(history),
         }
-        items = {"state": ocp.args.StandardSave(_keys_to_data(state)), "meta": ocp.args.JsonSave(meta)}
-        if history:  # Orbax refuses an empty item
-            items["history"] = ocp.args.StandardSave(_numbered(history.values()))
+        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+        stored = _stored_history(history.values())
+        if stored:  # Orbax refuses an empty item and zero-size arrays; meta alone rebuilds those
+            items["history"] = ocp.args.StandardSave(stored)
         self._manager.save(step, args=ocp.args.Composite(**items))
 
     def restore_latest(self, target, *, config: dict | None) -> Restored | None:
-        """The newest step that restores and verifies, placed like `target`; None if there is none.
+        """The newest step that restores and verifies, placed like `target`; None if no step exists.
 
         Args:
-          target: pytree of arrays or `jax.ShapeDtypeStruct`s with shardings (see `abstract_target`).
+          target: pytree of arrays or `jax.ShapeDtypeStruct`s with shardings (see
+            `abstract_target`); Python scalar leaves restore as Python scalars. A leaf without a
+            sharding gets the one recorded at save time, which exists only on the same devices.
           config: the requesting run's config; it must equal the saved one (None: not checked,
             e.g. to inspect a checkpoint).
+
+        Raises `ConfigMismatchError` and `CorruptCheckpointError` as in the module docstring.
         """
         self.wait()
+        abstract = abstract_target(target)  # outside the loop: a bad target is not a bad step
+        requested = None if config is None else _json_copy(config, "config")
         failures = []
-        for step in sorted(self._manager.all_steps(), reverse=True):
+        for step in reversed(self.all_steps()):
             try:
-                meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+                meta = self._read_meta(step)
             except Exception as error:  # noqa: BLE001 (Orbax raises many types for damaged steps)
-                failures.append(self._report(step, f"unreadable metadata ({_one_line(error)})"))
+                failures.append(self._report(step, f"unreadable meta item ({_one_line(error)})"))
                 continue
-            if config is not None:
-                _check_config(meta["config"], config)
+            if requested is not None:
+                _check_config(meta["config"], requested)
             try:
-                restored = self._restore_step(step, target, meta)
+                restored = self._restore_step(step, abstract, meta)
             except Exception as error:  # noqa: BLE001
                 failures.append(self._report(step, f"restore failed ({_one_line(error)})"))
                 continue
-            if state_digest(restored.state) != meta["digest"]:
-                failures.append(self._report(step, "state digest mismatch: the data on disk changed after saving"))
-                continue
-            return restored
+            problem = _integrity_problem(restored, meta)
+            if problem is None:
+                return restored
+            failures.append(self._report(step, problem))
         if failures:
-            raise CorruptCheckpointError(f"no checkpoint in {self.directory} could be restored: " + "; ".join(failures))
+            raise CorruptCheckpointError(f"no step in {self.directory} could be restored: " + "; ".join(failures))
         return None
 
-    def _restore_step(self, step: int, target, meta: dict) -> Restored:
-        requests = {"state": ocp.args.StandardRestore(_keys_to_data(abstract_target(target)))}
-        if meta["history"]:
-            history_target = _numbered(np.zeros(shape, np.dtype(dtype)) for _, shape, dtype in meta["history"])
-            requests["history"] = ocp.args.StandardRestore(history_target)
+    def _read_meta(self, step: int) -> dict:
+        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT or set(meta) != set(_META_FIELDS):
+            raise CheckpointError(f"not a format-{_FORMAT} meta item: {_short(meta)}")
+        return meta
+
+    def _restore_step(self, step: int, abstract, meta: dict) -> Restored:
+        requests = {"state": ocp.args.StandardRestore(abstract)}
+        layout = [(name, tuple(shape), np.dtype(dtype)) for name, shape, dtype in meta["history"]]
+        stored = _stored_history(np.zeros(shape, dtype) for _, shape, dtype in layout)
+        if stored:
+            requests["history"] = ocp.args.StandardRestore(stored)
         items = self._manager.restore(step, args=ocp.args.Composite(**requests))
-        state = jax.tree.map(_data_to_keys, target, items["state"], is_leaf=_is_key)
-        history = {name: np.asarray(items["history"][f"{i}"]) for i, (name, _, _) in enumerate(meta["history"])}
-        return Restored(step, state, history, meta["extra"])
+        history = {
+            name: np.asarray(items["history"][f"{i}"]) if f"{i}" in stored else np.zeros(shape, dtype)
+            for i, (name, shape, dtype) in enumerate(layout)
+        }
+        return Restored(step, items["state"], history, meta["extra"])
 
     def _report(self, step: int, reason: str) -> str:
-        steps = [s for s in self._manager.all_steps() if s < step]
-        fallback = f"falling back to step {max(steps)}" if steps else "no older step left"
+        older = [s for s in self.all_steps() if s < step]
+        fallback = f"falling back to step {older[-1]}" if older else "no older step left"
         message = f"checkpoint step {step} in {self.directory}: {reason}; {fallback}"
         warnings.warn(message, stacklevel=3)
         logger.warning(message)
         return f"step {step}: {reason}"
 
     def all_steps(self) -> list[int]:
+        """The finished steps on disk, oldest first."""
         return sorted(self._manager.all_steps())
 
     def latest_step(self) -> int | None:
+        """The newest finished step on disk (not necessarily a restorable one), or None."""
         return self._manager.latest_step()
 
     def wait(self) -> None:
@@ -140,10 +191,11 @@ class Checkpointer:
         self._manager.wait_until_finished()
 
     def close(self) -> None:
+        """Finish pending saves and release Orbax's threads."""
         self.wait()
         self._manager.close()
 
-    def __enter__(self) -> Checkpointer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -151,129 +203,157 @@ class Checkpointer:
 
 
 def abstract_target(tree, shardings=None):
-    """`jax.ShapeDtypeStruct`s (typed keys kept) for a concrete or abstract pytree.
+    """A restore target of `jax.ShapeDtypeStruct`s (typed keys kept) for a concrete or abstract pytree.
 
-    `shardings` (one `Sharding` or a matching pytree) overrides the leaves' own: this is how a
-    checkpoint restores onto another mesh or device count.
+    `shardings` (one `Sharding` for every leaf, or a pytree matching `tree`) replaces the leaves'
+    own: this is how a checkpoint restores onto another mesh or device count. Python scalar
+    leaves stay as they are (they restore as Python scalars, placed nowhere).
     """
-    if shardings is None:
-        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
-    if isinstance(shardings, jax.sharding.Sharding):
-        shardings = jax.tree.map(lambda _: shardings, tree)
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+    if shardings is None or isinstance(shardings, jax.sharding.Sharding):
+        return jax.tree.map(lambda x: _abstract_leaf(x, shardings), tree)
+    return jax.tree.map(_abstract_leaf, tree, shardings)
+
+
+def _abstract_leaf(x, sharding):
+    if type(x) in (int, float, bool):
+        return x
+    return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding or getattr(x, "sharding", None))
 
 
 def state_digest(tree) -> str:
-    """A hex digest of a pytree's values, independent of sharding and device count.
+    """A SHA-256 hex digest of a pytree's values, paths, shapes and dtypes, independent of sharding.
 
-    Per leaf, two uint32 sums of `word_i * odd(i)` over its 32-bit words (see module docstring),
-    combined on host with the leaf's path, shape and dtype by SHA-256.
+    Per leaf, on device: two uint32 sums of `fmix32(word_i ^ fmix32(i ^ salt))` over the leaf's
+    32-bit words (see the module docstring); on host, SHA-256 over each leaf's path, shape, dtype
+    and sums. Typed PRNG keys hash their key data; Python scalars hash as `jnp.asarray` holds them.
     """
-    tree = _keys_to_data(tree)
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    sums = np.asarray(_leaf_sums([jnp.asarray(x) for _, x in leaves])) if leaves else np.zeros((0, 2), np.uint32)
+    sums = jax.device_get([_leaf_sums(leaf) for _, leaf in leaves])  # dispatch all, then one sync
     digest = hashlib.sha256()
-    for (path, leaf), pair in zip(leaves, sums, strict=True):
-        digest.update(f"{jax.tree_util.keystr(path)}|{np.shape(leaf)}|{jnp.asarray(leaf).dtype}|{pair[0]}|{pair[1]}\n".encode())
+    for (path, leaf), (low, high) in zip(leaves, sums, strict=True):
+        digest.update(f"{jax.tree_util.keystr(path)}|{np.shape(leaf)}|{jnp.result_type(leaf)}|{low}|{high}\n".encode())
     return digest.hexdigest()
 
 
 @jax.jit
-def _leaf_sums(leaves: list[jax.Array]) -> jax.Array:
-    """`[n_leaves, 2]` uint32 position-weighted word sums."""
-    return jnp.stack([_word_sums(x) for x in leaves]) if leaves else jnp.zeros((0, 2), jnp.uint32)
+def _leaf_sums(x) -> jax.Array:
+    """`[2]` uint32: for each salt, `sum_i fmix32(word_i ^ fmix32(i ^ salt)) mod 2**32`.
 
-
-def _word_sums(x: jax.Array) -> jax.Array:
+    One jit per leaf, not per tree: leaves may lie on different device sets.
+    """
     words = _uint32_words(x)
-    index = sum(
-        (jax.lax.broadcasted_iota(jnp.uint32, words.shape, d) * np.uint32(int(np.prod(words.shape[d + 1 :])) % 2**32))
-        for d in range(words.ndim)
-    ) if words.ndim else jnp.uint32(0)
-    sums = []
-    for salt in (np.uint32(0x9E3779B1), np.uint32(0x85EBCA77)):
-        h = (index + np.uint32(1)) * salt
-        h = h ^ (h >> np.uint32(15))
-        h = h * np.uint32(0x2C1B3C6D)
-        sums.append(jnp.sum(words * (h | np.uint32(1)), dtype=jnp.uint32))
-    return jnp.stack(sums)
+    position = _flat_index(words.shape)
+    return jnp.stack([jnp.sum(_fmix32(words ^ _fmix32(position ^ salt)), dtype=jnp.uint32) for salt in _SALTS])
 
 
 def _uint32_words(x: jax.Array) -> jax.Array:
-    """The bits of `x` as uint32 words (64-bit values give a trailing axis of 2)."""
-    width = x.dtype.itemsize
+    """The bits of `x` as uint32: one word per element, or a trailing axis of 2 for 64-bit dtypes."""
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
     if x.dtype == jnp.bool_:
         return x.astype(jnp.uint32)
-    if width == 8:
+    if x.dtype.itemsize == 8:
         return jax.lax.bitcast_convert_type(x, jnp.uint32)
-    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[width]
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
     return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
 
 
-def _is_key(x) -> bool:
-    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+def _flat_index(shape: tuple[int, ...]) -> jax.Array:
+    """Row-major flat index of each element (mod 2**32), built from iotas so it shards like the data."""
+    index = jnp.zeros(shape, jnp.uint32)
+    stride = 1
+    for axis in reversed(range(len(shape))):
+        index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(stride % 2**32)
+        stride *= shape[axis]
+    return index
 
 
-def _keys_to_data(tree):
-    """Typed PRNG keys (or their abstract shapes) as their uint32 key data."""
-
-    def convert(x):
-        if not _is_key(x):
-            return x
-        if isinstance(x, jax.ShapeDtypeStruct):
-            data = jax.eval_shape(jax.random.key_data, x)
-            return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=x.sharding)
-        return jax.random.key_data(x)
-
-    return jax.tree.map(convert, tree, is_leaf=_is_key)
+def _fmix32(h: jax.Array) -> jax.Array:
+    """MurmurHash3's 32-bit finalizer: a cheap bijection whose every output bit depends on every input bit."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
 
 
-def _data_to_keys(target_leaf, value):
-    if _is_key(target_leaf):
-        return jax.random.wrap_key_data(value, impl=_impl_name(target_leaf.dtype))
-    return value
+def _integrity_problem(restored: Restored, meta: dict) -> str | None:
+    """Why a restored step differs from what was saved, or None."""
+    if state_digest(restored.state) != meta["state_digest"]:
+        return "state digest mismatch: the data on disk changed after saving"
+    if _history_digest(restored.history) != meta["history_digest"]:
+        return "history digest mismatch: the data on disk changed after saving"
+    return None
 
 
-def _impl_name(key_dtype) -> str:
-    """The PRNG implementation of a key dtype, found through public API only."""
-    for name in ("threefry2x32", "rbg", "unsafe_rbg"):
-        if jax.eval_shape(lambda n=name: jax.random.key(0, impl=n)).dtype == key_dtype:
-            return name
-    raise CheckpointError(f"unknown PRNG key dtype {key_dtype}")
+def _host_history(history: dict) -> dict[str, np.ndarray]:
+    """The history as host numpy arrays, refusing dtypes that are not numbers or bools."""
+    arrays = {str(name): np.asarray(value) for name, value in history.items()}
+    bad = {name: str(a.dtype) for name, a in arrays.items() if a.dtype.kind not in "biuf"}
+    if bad:
+        raise TypeError(f"history arrays must be numeric or bool, got {bad}")
+    return arrays
 
 
-def _numbered(values) -> dict[str, Any]:
-    """Metric names hold '/', which Orbax would read as nesting: store the arrays by index."""
-    return {f"{i}": v for i, v in enumerate(values)}
+def _stored_history(arrays) -> dict[str, np.ndarray]:
+    """The arrays Orbax stores, keyed by index; zero-size ones are skipped."""
+    return {f"{i}": a for i, a in enumerate(arrays) if a.size}
+
+
+def _history_digest(history: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the history's names, shapes, dtypes and bytes, in order (all on host)."""
+    digest = hashlib.sha256()
+    for name, value in history.items():
+        digest.update(f"{name}|{value.shape}|{value.dtype.str}\n".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
+
+
+def _json_copy(value, what: str):
+    """`value` as JSON reads it back (tuples become lists), or `TypeError` naming `what`."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"checkpoint {what} must be JSON-able: {error}") from None
 
 
 def _check_config(saved: dict, requested: dict) -> None:
+    """Raise `ConfigMismatchError` naming every flattened field where the two configs differ."""
     saved_flat, requested_flat = _flatten(saved), _flatten(requested)
-    differences = []
-    for field in sorted(set(saved_flat) | set(requested_flat)):
-        old, new = saved_flat.get(field, "<missing>"), requested_flat.get(field, "<missing>")
-        if old != new:
-            differences.append(f"config field '{field}': checkpoint has {_short(old)}, this run has {_short(new)}")
+    differences = [
+        f"config field '{field}': checkpoint has {_shown(saved_flat, field)}, this run has {_shown(requested_flat, field)}"
+        for field in sorted(set(saved_flat) | set(requested_flat))
+        if _json_text(saved_flat, field) != _json_text(requested_flat, field)
+    ]
     if differences:
         raise ConfigMismatchError("the checkpoint was written by a different run; " + "; ".join(differences))
 
 
 def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict with keys joined by '.'."""
     flat = {}
     for key, value in config.items():
-        name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, name + "."))
+            flat.update(_flatten(value, f"{prefix}{key}."))
         else:
-            flat[name] = value
+            flat[f"{prefix}{key}"] = value
     return flat
+
+
+def _json_text(flat: dict, field: str) -> str | None:
+    """A field's value as JSON text, so NaN equals NaN and 4 differs from 4.0; None if missing."""
+    return json.dumps(flat[field], sort_keys=True) if field in flat else None
+
+
+def _shown(flat: dict, field: str) -> str:
+    return _short(flat[field]) if field in flat else "(missing)"
+
+
+def _short(value, limit: int = 120) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _one_line(error: Exception, limit: int = 300) -> str:
     text = " ".join(f"{type(error).__name__}: {error}".split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."

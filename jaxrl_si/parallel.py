@@ -7,7 +7,7 @@ rest. The pmap idioms map as follows:
 |------------------------------------|---------------------------------------------------------------|
 | `device_put_replicated(params)`    | `jax.device_put(params, NamedSharding(mesh, P()))`            |
 | per-device batch `x[n_dev, ...]`   | `jax.device_put(x, NamedSharding(mesh, P("data")))`           |
-| `pmap(vmap(train))` over members   | `jit(vmap(train))` with members sharded `P("sweep")` (`shard_members`) |
+| `pmap(vmap(train))` over members   | `jit(vmap_members(train, mesh))` with members sharded `P("sweep")` (`shard_members`) |
 | `lax.pmean(grads, "i")`            | implicit in `jit` (GSPMD), or `jax.shard_map` + `lax.pmean(loss, "data")` |
 
 A dimension that does not divide its mesh axis is an error, never a silent replication.
@@ -81,9 +81,20 @@ def shard_batch_axis(tree, mesh: Mesh | None, axis: int = 0):
     A layout hint for GSPMD (`with_sharding_constraint`), never a change of values: each device
     computes on its slice and XLA inserts the collectives (e.g. the all-reduce of gradients
     of a loss averaged over the batch). The identity without a mesh or with a 1-device `data`
-    axis. Under `jax.vmap(..., spmd_axis_name="sweep")` the member axis is added as `sweep`.
+    axis. Under `vmap_members` the member axis is added as `sweep`.
     """
     if data_parallel_size(mesh) == 1:
         return tree
     sharding = NamedSharding(mesh, P(*([None] * axis), "data"))
     return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding) if x.ndim > axis else x, tree)
+
+
+def vmap_members(fn, mesh: Mesh | None = None):
+    """`jax.vmap(fn)` over a leading member axis, laid over the mesh's `sweep` axis.
+
+    With a mesh this is `jax.vmap(fn, spmd_axis_name="sweep")`: each sharding constraint inside
+    `fn` (e.g. `shard_batch_axis`) gains the member axis as `sweep`, so the whole program keeps
+    members on `sweep` and batches on `data`. (A plain `vmap` leaves the member axis
+    unconstrained, and XLA may replicate members, e.g. when the inputs are not yet sharded.)
+    """
+    return jax.vmap(fn) if mesh is None else jax.vmap(fn, spmd_axis_name="sweep")

@@ -17,8 +17,10 @@ environments, GAE, then `num_epochs` passes of `num_minibatches` minibatch steps
 
 Data parallelism: given a mesh (`make_train(config, mesh=...)`), the environments and every
 minibatch are split over its `data` axis by sharding constraints, so each device steps its
-environments and differentiates its slice, and XLA all-reduces the gradients. The algorithm is
-unchanged: results equal the single-device run up to the order of floating-point sums.
+environments and differentiates its slice, and XLA all-reduces the gradients; parameters and
+optimiser state are replicated. The algorithm is unchanged: results equal the single-device run
+up to the order of floating-point sums. `jit(parallel.vmap_members(train, mesh))` runs a sweep
+with members over the mesh's `sweep` axis and each member's batch over `data`.
 Termination and truncation are kept apart: a truncated step bootstraps from V(final_obs).
 """
 
@@ -40,7 +42,7 @@ from jaxrl_si import envs, loop
 from jaxrl_si.losses.policy_gradient import clipped_value_loss, normalize_advantages, ppo_clip_loss
 from jaxrl_si.losses.returns import gae_advantages
 from jaxrl_si.nets import ActorCritic
-from jaxrl_si.parallel import check_divides_data_axis, data_parallel_size, shard_batch_axis
+from jaxrl_si.parallel import check_divides_data_axis, shard_batch_axis
 
 POLICY_KINDS = ("auto", "categorical", "gaussian", "tanh_gaussian")
 
@@ -194,29 +196,39 @@ def learning_rate_at(config: PPOConfig, hparams: PPOHyperparams, update_step) ->
 
 def init(config: PPOConfig, hparams: PPOHyperparams, key: PRNGKeyArray, *, mesh: Mesh | None = None) -> PPOState:
     """Initial parameters, optimiser state and environments (split over `mesh`'s `data` axis)."""
-    check_divides_data_axis(mesh, num_envs=config.num_envs, minibatch_size=config.minibatch_size)
+    _check_data_axis(config, mesh)
     env, network = build_env_and_network(config)
     key, key_params, key_env = jax.random.split(key, 3)
-    env_state, timestep = _shard_envs(config, mesh, env.reset(key_env))
+    env_state, timestep = _shard_envs(mesh, *env.reset(key_env))
     params = network.init(key_params, timestep.obs[0])
     opt_state = make_optimizer(config, hparams).init(params)
     return PPOState(params, opt_state, env_state, timestep.obs, key, jnp.zeros((), jnp.int32))
 
 
-def _shard_envs(config: PPOConfig, mesh, tree):
-    """Split the leaves with a leading env axis over `data` (a layout hint; see parallel.py)."""
-    if data_parallel_size(mesh) == 1:
-        return tree
-    batched = lambda x: x.ndim > 0 and x.shape[0] == config.num_envs  # noqa: E731
-    return jax.tree.map(lambda x: shard_batch_axis(x, mesh) if batched(x) else x, tree)
+def _check_data_axis(config: PPOConfig, mesh: Mesh | None) -> None:
+    """Raise `ValueError` unless the mesh's `data` axis divides the env batch and the minibatch."""
+    check_divides_data_axis(mesh, num_envs=config.num_envs, minibatch_size=config.minibatch_size)
 
 
-def _rollout_step(config, env, network, mesh, carry, key):
+def _shard_envs(mesh: Mesh | None, env_state, timestep: envs.TimeStep):
+    """Split the environments over `data` (a layout hint, see `shard_batch_axis`).
+
+    `VectorEnv` gives every leaf of its state and of the timestep a leading env axis; the
+    observation statistics of `NormalizeObservation` (outside it) are pooled and stay whole.
+    """
+    if isinstance(env_state, envs.NormalizeObsState):
+        env_state = env_state.replace(env_state=shard_batch_axis(env_state.env_state, mesh))
+    else:
+        env_state = shard_batch_axis(env_state, mesh)
+    return env_state, shard_batch_axis(timestep, mesh)
+
+
+def _rollout_step(env, network, mesh, carry, key):
     params, env_state, obs = carry
     key_action, key_env = jax.random.split(key)
     dist, value = network.apply(params, obs)
     action = dist.sample(key_action)
-    env_state, ts = _shard_envs(config, mesh, env.step(env_state, action, key_env))
+    env_state, ts = _shard_envs(mesh, *env.step(env_state, action, key_env))
     transition = Transition(
         obs=obs,
         action=action,
@@ -276,11 +288,11 @@ def _epoch(config, network, optimizer, hparams, mesh, carry, key):
     and gradient of its slice and XLA all-reduces the gradients (the same mean as on one device).
     """
     params, opt_state, batch = carry
-    permutation = jax.random.permutation(key, config.batch_size)
-    minibatches = jax.tree.map(
-        lambda x: jnp.take(x, permutation, axis=0).reshape((config.num_minibatches, -1) + x.shape[1:]), batch
-    )
-    minibatches = shard_batch_axis(minibatches, mesh, axis=1)
+    # The shuffle is global, as on one device, so the rollout is all-gathered over `data`; split
+    # the indices too, so that each device then gathers only its own rows of each minibatch.
+    indices = jax.random.permutation(key, config.batch_size).reshape(config.num_minibatches, -1)
+    indices = shard_batch_axis(indices, mesh, axis=1)
+    minibatches = shard_batch_axis(jax.tree.map(lambda x: jnp.take(x, indices, axis=0), batch), mesh, axis=1)
     step = functools.partial(_minibatch_step, network, optimizer, hparams)
     (params, opt_state), aux = jax.lax.scan(step, (params, opt_state), minibatches)
     return (params, opt_state, batch), aux
@@ -293,13 +305,15 @@ def update(
 
     Metrics (scalars): `episode/return` (mean undiscounted return of the episodes that ended
     in this rollout, NaN if none did), `episode/count`, the loss parts averaged over the
-    minibatch steps, `optim/learning_rate`.
+    minibatch steps, `optim/learning_rate`. With `mesh`, environments and minibatches are split
+    over its `data` axis (`num_envs` and the minibatch size must divide it: `ValueError`).
     """
+    _check_data_axis(config, mesh)
     env, network = build_env_and_network(config)
     optimizer = make_optimizer(config, hparams)
     key, key_rollout, key_epochs = jax.random.split(state.key, 3)
 
-    rollout = functools.partial(_rollout_step, config, env, network, mesh)
+    rollout = functools.partial(_rollout_step, env, network, mesh)
     (_, env_state, last_obs), traj = jax.lax.scan(
         rollout, (state.params, state.env_state, state.obs), jax.random.split(key_rollout, config.rollout_length)
     )
@@ -344,7 +358,7 @@ def make_train(
     """`train(hparams, key) -> (final state, metrics [num_updates])` for `config` (cached).
 
     With `mesh`, environments and minibatches are split over its `data` axis; vmap the
-    result with `spmd_axis_name="sweep"` to lay members over the `sweep` axis as well.
+    result with `parallel.vmap_members(train, mesh)` to lay members over its `sweep` axis.
     """
 
     def train(hparams: PPOHyperparams, key: PRNGKeyArray):
