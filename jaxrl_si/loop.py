@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from jaxrl_si import checkpoint as ckpt
 from jaxrl_si.logging import MetricWriter, final_episode_return
-from jaxrl_si.parallel import shard_members
+from jaxrl_si.parallel import shard_members, vmap_members
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +72,7 @@ class LoopResult:
 @functools.cache
 def compiled_members(trainer: Trainer) -> tuple[Callable, Callable]:
     """`jit(vmap(init))` and `jit(vmap(iterate))` over members (cached per trainer)."""
-    vmap = functools.partial(jax.vmap, spmd_axis_name="sweep") if trainer.mesh is not None else jax.vmap
-    return jax.jit(vmap(trainer.init)), jax.jit(vmap(trainer.iterate))
+    return jax.jit(vmap_members(trainer.init, trainer.mesh)), jax.jit(vmap_members(trainer.iterate, trainer.mesh))
 
 
 def run(
@@ -147,8 +146,7 @@ def _log_iteration(writer: MetricWriter, trainer: Trainer, metrics, iteration: i
     """Rows to JSONL / TensorBoard, the cross-member mean return; returns `[M]` latest returns."""
     writer.write(_rows(trainer, metrics, iteration, labels))
     latest = _iteration_return(trainer, metrics)
-    mean = float(np.nanmean(latest)) if np.isfinite(latest).any() else float("nan")
-    writer.write_summary(_env_steps(trainer, iteration + 1, 0), {trainer.return_metric: mean})
+    writer.write_summary(_env_steps(trainer, iteration + 1, 0), {trainer.return_metric: _mean_of_finite(latest)})
     return latest
 
 
@@ -158,22 +156,32 @@ def iteration_returns(trainer: Trainer, history: Mapping[str, np.ndarray]) -> np
     Weighted by `count_metric` (episodes that ended) when the trainer has one; NaN where no
     episode ended in an iteration.
     """
+    returns, counts = returns_and_counts(trainer, history)
+    flat = lambda x: x.reshape(-1, trainer.updates_per_iteration)
+    return final_episode_return(flat(returns), flat(counts), trainer.updates_per_iteration).reshape(returns.shape[0], -1)
+
+
+def returns_and_counts(trainer: Trainer, history: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """`[M, U]` returns and the episode counts that weight them (1 per finite return if untracked)."""
     returns = history[trainer.return_metric]
-    members = returns.shape[0]
-    per_iteration = returns.reshape(members, -1, trainer.updates_per_iteration)
     if trainer.count_metric is None:
-        return np.nanmean(per_iteration, axis=-1)
-    counts = history[trainer.count_metric].reshape(per_iteration.shape)
-    flat = lambda x: x.reshape(-1, trainer.updates_per_iteration)  # noqa: E731
-    return final_episode_return(flat(per_iteration), flat(counts), trainer.updates_per_iteration).reshape(members, -1)
+        return returns, np.isfinite(returns).astype(np.float32)
+    return returns, history[trainer.count_metric]
 
 
 def _iteration_return(trainer: Trainer, metrics: Mapping[str, np.ndarray]) -> np.ndarray:
     return iteration_returns(trainer, metrics)[:, -1]
 
 
+def _mean_of_finite(values: np.ndarray) -> float:
+    """Mean over the finite entries; NaN (without a warning) when there are none."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
 def _format_return(latest: np.ndarray) -> str:
-    return f"{np.nanmean(latest):.1f}" if np.isfinite(latest).any() else "-"
+    mean = _mean_of_finite(latest)
+    return f"{mean:.1f}" if np.isfinite(mean) else "-"
 
 
 def _env_steps(trainer: Trainer, iteration: int, update: int) -> int:

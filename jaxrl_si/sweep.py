@@ -29,6 +29,7 @@ import dataclasses
 import itertools
 import json
 import math
+import operator
 import pathlib
 import re
 from collections.abc import Mapping, Sequence
@@ -215,11 +216,11 @@ def run(
     histories, seconds = [], 0.0
     for index, first in enumerate(range(0, members, chunk)):
         taken = list(range(first, min(first + chunk, members)))
-        padded = taken + [taken[-1]] * (chunk - len(taken))
+        padded = np.asarray(taken + [taken[-1]] * (chunk - len(taken)))
         result = loop.run(
             trainer,
-            jax.tree.map(lambda x: x[np.asarray(padded)], hparams),
-            keys[np.asarray(padded)],
+            jax.tree.map(operator.itemgetter(padded), hparams),
+            keys[padded],
             run_dir=run_dir if chunk == members else run_dir / f"chunk_{index:03d}",
             run_config={**config, "chunk": index},
             member_labels=[labels[m] for m in taken] + [None] * (chunk - len(taken)),
@@ -244,7 +245,7 @@ def _describe(spec: Spec) -> dict:
 
 def member_table(trainer, spec, setting_list, history, seeds: int, final_window: int) -> list[dict[str, Any]]:
     """One row per member: setting, seed, swept values, final and best return, curve."""
-    final = final_episode_return(*_returns_and_counts(trainer, history), final_window)
+    final = final_episode_return(*loop.returns_and_counts(trainer, history), final_window)
     curves = loop.iteration_returns(trainer, history)
     rows = []
     for member, (value, curve) in enumerate(zip(final, curves, strict=True)):
@@ -261,14 +262,6 @@ def member_table(trainer, spec, setting_list, history, seeds: int, final_window:
             }
         )
     return rows
-
-
-def _returns_and_counts(trainer, history) -> tuple[np.ndarray, np.ndarray]:
-    """`[M, U]` returns and the episode counts weighting them (1 per finite return if untracked)."""
-    returns = history[trainer.return_metric]
-    if trainer.count_metric is None:
-        return returns, np.isfinite(returns).astype(np.float32)
-    return returns, history[trainer.count_metric]
 
 
 def _round(x) -> float | None:
@@ -288,7 +281,7 @@ def write_outputs(trainer, spec, setting_list, table, history, seeds: int, run_d
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(table)
-    returns, counts = _returns_and_counts(trainer, history)
+    returns, counts = loop.returns_and_counts(trainer, history)
     smooth = smoothed_episode_return(returns, counts, smoothing)
     x = np.arange(1, returns.shape[1] + 1) * trainer.env_steps_per_update
     curves = {_label(s): (x, smooth[i * seeds : (i + 1) * seeds]) for i, s in enumerate(setting_list)}
