@@ -4,12 +4,18 @@
     python -m experiments.ppo --seeds 4 --sweep "learning_rate=1e-4,3e-4,1e-3 clip_eps=0.1,0.2"
     python -m experiments.ppo --sweep "random:16:0 learning_rate=loguniform(1e-5,1e-2)"
     python -m experiments.ppo ... --mesh 4 2          # (sweep, data) device mesh
+    python -m experiments.ppo ... --cpu-devices 8     # XLA:CPU host devices (default: one per core)
     python -m experiments.ppo ... --resume            # continue from the latest checkpoint
 
 Every (setting, seed) member runs in one vmapped, jitted program (`jaxrl_si.sweep`), in
 iterations of updates (`jaxrl_si.loop`): after each, metrics go to JSONL and TensorBoard, the
 progress bar advances and an Orbax checkpoint is saved. Every field of the config and the
 hyperparameters is a flag (`--help` lists them); unknown flags are errors.
+
+Without `--mesh`, members are spread over as many devices as divide their number
+(`parallel.default_mesh`). On CPU, XLA runs one device's small ops on one core, so the CLI
+exposes one host device per core (`--cpu-devices`, unless `XLA_FLAGS` sets
+`--xla_force_host_platform_device_count`): an 8-seed run then uses every core.
 
 Writes to `--run-dir`: `config.json`, `metrics.jsonl` (one row per update and member), `tb/`,
 `checkpoints/`, `table.csv` / `table.json` (one row per member), `curves.png`, `heatmap.png`
@@ -20,8 +26,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 
+import jax
 import numpy as np
 import tyro
 
@@ -29,7 +37,7 @@ from jaxrl_si import sweep
 from jaxrl_si.agents.ppo import PPOConfig, PPOHyperparams, make_trainer
 from jaxrl_si.checkpoint import CheckpointError
 from jaxrl_si.loop import json_safe
-from jaxrl_si.parallel import make_mesh
+from jaxrl_si.parallel import default_mesh, make_mesh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +47,8 @@ class RunConfig:
     sweep: str = ""  # grid "name=v1,v2 name2=..", random "random:<n>[:<seed>] name=loguniform(a,b)", or a .json; empty: one setting
     seeds: int = 1  # seeds per setting
     seed: int = 0  # base PRNG seed
-    mesh: tuple[int, int] | None = None  # (sweep, data) mesh sizes, one may be -1; default: one device
+    mesh: tuple[int, int] | None = None  # (sweep, data) mesh sizes, one may be -1; default: members over the devices that divide them
+    cpu_devices: int = 0  # XLA:CPU host devices when run as a script; 0: one per core (ignored if XLA_FLAGS sets them)
     members_per_chunk: int = 0  # members per compiled program; 0: all at once
     iterations: int = 20  # about this many iterations (checkpoints); rounded so that they divide the updates
     resume: bool = False  # continue from the latest complete checkpoint in run_dir
@@ -58,11 +67,14 @@ def main(run: RunConfig) -> dict:
     config = run.config
     run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / "config.json").write_text(json.dumps(json_safe(dataclasses.asdict(run)), indent=2))
-    mesh = None if run.mesh is None else make_mesh(*run.mesh)
+    spec = sweep.parse_spec(run.sweep)
+    members = run.members_per_chunk or len(sweep.settings(spec)) * run.seeds
+    mesh = default_mesh(members) if run.mesh is None else make_mesh(*run.mesh)
+    print(f"mesh: {dict(mesh.shape) if mesh else 'one device'} of {jax.device_count()} {jax.default_backend()} devices")
     trainer = make_trainer(config, updates_per_iteration(config.num_updates, run.iterations), mesh=mesh)
     result = sweep.run(
         trainer,
-        sweep.parse_spec(run.sweep),
+        spec,
         base_hparams=run.hparams,
         run_dir=run.run_dir,
         seeds=run.seeds,
@@ -88,8 +100,20 @@ def main(run: RunConfig) -> dict:
     return summary
 
 
+def expose_cpu_cores(requested: int) -> None:
+    """Make XLA:CPU expose `requested` host devices (0: one per core); call before JAX runs.
+
+    Left alone when `XLA_FLAGS` already sets `--xla_force_host_platform_device_count`. Only the
+    CPU backend is affected; on GPU/TPU the accelerators stay the default devices.
+    """
+    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        jax.config.update("jax_num_cpu_devices", requested or len(os.sched_getaffinity(0)))
+
+
 if __name__ == "__main__":
     try:
-        main(tyro.cli(RunConfig))
+        cli_run = tyro.cli(RunConfig)
+        expose_cpu_cores(cli_run.cpu_devices)
+        main(cli_run)
     except CheckpointError as error:  # a refused or unreadable checkpoint: say why, no traceback
         raise SystemExit(f"error: {error}") from None

@@ -11,16 +11,16 @@ step directory holds up to three `ocp.args.Composite` items:
   dtype, and digests of the state and of the history.
 
 Why our own digest: Orbax has no checksum. Measured on orbax-checkpoint 0.12.8, zeroing 16
-bytes inside a data file restores with no error and wrong values. `state_digest` runs on device
-inside `jax.jit`: each leaf's bits are read as uint32 words, each word is xored with a key
-derived from its flat position and scrambled by MurmurHash3's finalizer, and the results are
-summed with uint32 wraparound (twice, with two salts: 64 bits per leaf). Integer addition is
-associative and commutative, so the sum does not depend on how the leaf is sharded, on the
-device count or on the reduction order XLA picks (float sums would), and a checkpoint written
-on 8 devices verifies on 1. Only two words per leaf reach the host, so it is multi-host safe.
-The finalizer is there because a bare `word * odd_multiplier(position)` lets bit k of a word
-reach only bits >= k of the sum: sign flips of an even number of elements (negating a leaf)
-would cancel out.
+bytes inside a data file restores with no error and wrong values. `state_digest` reads each
+leaf's bits as uint32 words, xors each word with a key derived from its flat position in the
+whole leaf, scrambles it with MurmurHash3's finalizer and sums the results with uint32
+wraparound (twice, with two salts: 64 bits per leaf). Integer addition is associative and
+commutative, so each shard is summed by a one-device `jax.jit` program on its own device and the
+partial sums are added on host (and across processes): the digest does not depend on how the
+leaf is sharded or on the device count (float sums would), a checkpoint written on 8 devices
+verifies on 1, only two words per shard reach the host, and no collective runs. The finalizer
+is there because a bare `word * odd_multiplier(position)` lets bit k of a word reach only bits
+>= k of the sum: sign flips of an even number of elements (negating a leaf) would cancel out.
 
 Failure modes of `Checkpointer.restore_latest`, newest step first:
 - an unfinished save (`<step>.orbax-checkpoint-tmp`, e.g. after kill -9) is not a step;
@@ -39,12 +39,14 @@ import json
 import logging
 import os
 import warnings
+from functools import partial
 from typing import Any, Self
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 logger = logging.getLogger(__name__)
 
@@ -223,26 +225,46 @@ def _abstract_leaf(x, sharding):
 def state_digest(tree) -> str:
     """A SHA-256 hex digest of a pytree's values, paths, shapes and dtypes, independent of sharding.
 
-    Per leaf, on device: two uint32 sums of `fmix32(word_i ^ fmix32(i ^ salt))` over the leaf's
-    32-bit words (see the module docstring); on host, SHA-256 over each leaf's path, shape, dtype
-    and sums. Typed PRNG keys hash their key data; Python scalars hash as `jnp.asarray` holds them.
+    Per leaf: two uint32 sums of `fmix32(word_i ^ fmix32(i ^ salt))` over the leaf's 32-bit words
+    `i` (global row-major position; see the module docstring). Each distinct shard is summed on
+    its own device by a one-device program, the partial sums are added on host (and across
+    processes), then SHA-256 runs over each leaf's path, shape, dtype and sums. No cross-device
+    collective is launched: on XLA:CPU host devices, many small all-reduce programs in flight at
+    once can deadlock. Typed PRNG keys hash their key data; Python scalars hash as
+    `jnp.asarray` holds them.
     """
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    sums = jax.device_get([_leaf_sums(leaf) for _, leaf in leaves])  # dispatch all, then one sync
+    leaves = [(path, jnp.asarray(leaf)) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    partials = jax.device_get([[_shard_sums(leaf, shard) for shard in _distinct_shards(leaf)] for _, leaf in leaves])
+    sums = np.stack([np.sum(np.stack(parts), axis=0, dtype=np.uint32) for parts in partials]) if leaves else np.zeros((0, 2), np.uint32)
+    if jax.process_count() > 1:  # each process summed its own shards
+        sums = np.sum(multihost_utils.process_allgather(sums), axis=0, dtype=np.uint32)
     digest = hashlib.sha256()
     for (path, leaf), (low, high) in zip(leaves, sums, strict=True):
         digest.update(f"{jax.tree_util.keystr(path)}|{np.shape(leaf)}|{jnp.result_type(leaf)}|{low}|{high}\n".encode())
     return digest.hexdigest()
 
 
-@jax.jit
-def _leaf_sums(x) -> jax.Array:
+def _distinct_shards(leaf: jax.Array) -> list:
+    """The addressable shards holding each element once (replicas dropped)."""
+    return [shard for shard in leaf.addressable_shards if shard.replica_id == 0]
+
+
+def _shard_sums(leaf: jax.Array, shard) -> jax.Array:
+    """`[2]` uint32 sums of one shard's words, keyed by their positions in the whole leaf."""
+    starts = np.array([index.start or 0 for index in shard.index], np.uint32)
+    return _word_sums(shard.data, starts, global_shape=leaf.shape)
+
+
+@partial(jax.jit, static_argnames="global_shape")
+def _word_sums(block: jax.Array, starts: jax.Array, *, global_shape: tuple[int, ...]) -> jax.Array:
     """`[2]` uint32: for each salt, `sum_i fmix32(word_i ^ fmix32(i ^ salt)) mod 2**32`.
 
-    One jit per leaf, not per tree: leaves may lie on different device sets.
+    `block` is the slice of a `global_shape` leaf starting at `starts` [ndim]; `i` is a word's
+    row-major position in the whole leaf (64-bit elements and PRNG keys add a trailing word axis).
     """
-    words = _uint32_words(x)
-    position = _flat_index(words.shape)
+    words = _uint32_words(block)
+    trailing = words.shape[len(global_shape) :]
+    position = _flat_index(words.shape, jnp.concatenate([starts, jnp.zeros(len(trailing), jnp.uint32)]), global_shape + trailing)
     return jnp.stack([jnp.sum(_fmix32(words ^ _fmix32(position ^ salt)), dtype=jnp.uint32) for salt in _SALTS])
 
 
@@ -258,12 +280,13 @@ def _uint32_words(x: jax.Array) -> jax.Array:
     return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
 
 
-def _flat_index(shape: tuple[int, ...]) -> jax.Array:
-    """Row-major flat index of each element (mod 2**32), built from iotas so it shards like the data."""
-    index = jnp.zeros(shape, jnp.uint32)
+def _flat_index(block_shape: tuple[int, ...], starts: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Row-major flat index in `shape` (mod 2**32) of each element of the block at `starts`."""
+    index = jnp.zeros(block_shape, jnp.uint32)
     stride = 1
     for axis in reversed(range(len(shape))):
-        index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(stride % 2**32)
+        coordinate = jax.lax.broadcasted_iota(jnp.uint32, block_shape, axis) + starts[axis]
+        index = index + coordinate * np.uint32(stride % 2**32)
         stride *= shape[axis]
     return index
 

@@ -43,6 +43,18 @@ def make_mesh(sweep: int = -1, data: int = 1, *, devices=None) -> Mesh:
     return jax.make_mesh(tuple(sizes), AXES, axis_types=(AxisType.Auto,) * 2, devices=devices)
 
 
+def default_mesh(members: int, devices=None) -> Mesh | None:
+    """Members over as many devices as divide them: a `(gcd(members, devices), 1)` mesh.
+
+    The mesh a sweep gets when none is asked for. `None` (one device, no sharding) when the
+    greatest common divisor is 1, e.g. for a single run. On CPU the devices are XLA's host
+    devices (`jax_num_cpu_devices`); one per core lets members use every core.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    size = math.gcd(members, len(devices))
+    return None if size == 1 else make_mesh(size, 1, devices=devices[:size])
+
+
 def shard_members(tree, mesh: Mesh):
     """Place a pytree whose leaves share a leading member axis `[M, ...]` over the `sweep` axis.
 

@@ -117,7 +117,11 @@ def test_leaf_sums_follow_the_documented_formula():
     words = np.array([[3, 0xFFFFFFFF, 5], [0, 1, 2**31]], np.uint32)
     flat, position = words.ravel().astype(np.uint64), np.arange(words.size, dtype=np.uint64)
     expected = [int(fmix32(flat ^ fmix32(position ^ salt)).sum() % 2**32) for salt in (0x9E3779B9, 0x85EBCA77)]
-    assert np.asarray(ckpt._leaf_sums(jnp.asarray(words))).tolist() == expected
+    whole = ckpt._word_sums(jnp.asarray(words), np.zeros(2, np.uint32), global_shape=words.shape)
+    assert np.asarray(whole).tolist() == expected
+    blocks = [((r, c), words[r : r + 1, c : c + w]) for r in (0, 1) for c, w in ((0, 2), (2, 1))]  # 2 x 2 uneven blocks
+    parts = [ckpt._word_sums(jnp.asarray(block), np.array(start, np.uint32), global_shape=words.shape) for start, block in blocks]
+    assert np.sum(np.stack(parts), axis=0, dtype=np.uint32).tolist() == expected  # per-shard sums add up to the leaf's
 
 
 def _largest_data_files(step_dir: pathlib.Path) -> list[pathlib.Path]:

@@ -17,7 +17,7 @@ SWEEP_ON_FAKE_DEVICES = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import PartitionSpec as P, SingleDeviceSharding
     from jaxrl_si.agents.ppo import PPOConfig, PPOHyperparams, make_train
-    from jaxrl_si.parallel import make_mesh, shard_members
+    from jaxrl_si.parallel import default_mesh, make_mesh, shard_members
 
     assert len(jax.devices()) == 8
     config = PPOConfig(env="probe:action_reward", num_envs=8, rollout_length=4, num_minibatches=2,
@@ -38,6 +38,7 @@ SWEEP_ON_FAKE_DEVICES = textwrap.dedent(
         for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(np.asarray(metrics["loss/value"]), np.asarray(ref_metrics["loss/value"]), rtol=1e-6)
+    assert [None if m is None else m.shape["sweep"] for m in map(default_mesh, (1, 6, 8, 12, 3))] == [None, 2, 8, 4, None]
     try:
         shard_members({"lr": jnp.ones(6)}, make_mesh(4, 2))  # 6 members on a 4-way sweep axis
         raise AssertionError("a member axis that does not divide the mesh must be an error")
