@@ -138,14 +138,16 @@ def plot_learning_curves(
       path: output PNG.
     """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    for name, (x, y) in curves.items():
+    fig, ax = plt.subplots(figsize=(7 + 3 * (len(curves) > 6), 4.2), dpi=120)  # room for a legend beside
+    colors = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20" if len(curves) <= 20 else "viridis")
+    for index, (name, (x, y)) in enumerate(curves.items()):
+        color = colors(index if len(curves) <= 20 else index / (len(curves) - 1))
         y = np.atleast_2d(np.asarray(y, dtype=np.float64))
         valid = ~np.all(np.isnan(y), axis=0)
         mean = np.nanmean(y[:, valid], axis=0)
-        line = ax.plot(np.asarray(x)[valid], mean, label=f"{name} (n={y.shape[0]})")[0]
+        ax.plot(np.asarray(x)[valid], mean, color=color, label=f"{name} (n={y.shape[0]})")
         if y.shape[0] > 1:
-            ax.fill_between(np.asarray(x)[valid], np.nanmin(y[:, valid], 0), np.nanmax(y[:, valid], 0), color=line.get_color(), alpha=0.2)
+            ax.fill_between(np.asarray(x)[valid], np.nanmin(y[:, valid], 0), np.nanmax(y[:, valid], 0), color=color, alpha=0.15)
     return _finish(fig, ax, path, xlabel=xlabel, ylabel=ylabel, title=title)
 
 
@@ -217,14 +219,17 @@ def _finish(fig, ax, path, *, xlabel: str, ylabel: str, title: str = "") -> path
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=7 if len(ax.get_lines()) > 8 else 8)
+    if len(ax.get_lines()) > 6:  # many lines: the legend goes beside the axes, not over the curves
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
+    else:
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 
 
 def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
     path = pathlib.Path(path)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")  # keeps a legend placed outside the axes
     fig.clf()
     _pyplot().close(fig)
     return path

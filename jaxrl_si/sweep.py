@@ -244,11 +244,18 @@ def _describe(spec: Spec) -> dict:
 
 
 def member_table(trainer, spec, setting_list, history, seeds: int, final_window: int) -> list[dict[str, Any]]:
-    """One row per member: setting, seed, swept values, final and best return, curve."""
-    final = final_episode_return(*loop.returns_and_counts(trainer, history), final_window)
+    """One row per member: setting, seed, swept values, final and best return, curve.
+
+    `final_return` averages the episodes that ended in the last `final_window` updates;
+    `best_return` is the highest such `final_window`-update average along training (so never
+    below the final one); `curve` holds the per-iteration averages.
+    """
+    returns, counts = loop.returns_and_counts(trainer, history)
+    final = final_episode_return(returns, counts, final_window)
+    best = smoothed_episode_return(returns, counts, final_window)
     curves = loop.iteration_returns(trainer, history)
     rows = []
-    for member, (value, curve) in enumerate(zip(final, curves, strict=True)):
+    for member, (value, smoothed, curve) in enumerate(zip(final, best, curves, strict=True)):
         setting = setting_list[member // seeds]
         rows.append(
             {
@@ -257,7 +264,7 @@ def member_table(trainer, spec, setting_list, history, seeds: int, final_window:
                 "seed": member % seeds,
                 **{name: setting[name] for name in swept_names(spec)},
                 "final_return": _round(value),
-                "best_return": _round(np.nanmax(curve)) if np.isfinite(curve).any() else None,
+                "best_return": _round(np.nanmax(smoothed)) if np.isfinite(smoothed).any() else None,
                 "curve": [_round(x) for x in curve],
             }
         )

@@ -71,6 +71,8 @@ def test_grid_sweep_writes_outputs_and_members_equal_single_runs(tmp_path):
         assert (tmp_path / name).stat().st_size > 0, name
     assert len((tmp_path / "table.csv").read_text().splitlines()) == 9
     assert len(json.loads((tmp_path / "table.json").read_text())["members"][5]["curve"]) == TRAINER.num_iterations
+    rows = [r for r in result.table if r["final_return"] is not None]
+    assert rows and all(r["best_return"] >= r["final_return"] for r in rows)  # the best window includes the last one
 
     # Member m alone: same hyperparameters, same key, plain jit(train). Not bitwise: XLA:CPU
     # runs the batched matmuls of vmap with other kernels than single ones, whose sums differ
