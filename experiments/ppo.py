@@ -26,18 +26,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
 
 import jax
 import numpy as np
 import tyro
 
-from jaxrl_si import sweep
+from jaxrl_si import loop, sweep
 from jaxrl_si.agents.ppo import PPOConfig, PPOHyperparams, make_trainer
 from jaxrl_si.checkpoint import CheckpointError
-from jaxrl_si.loop import json_safe
-from jaxrl_si.parallel import default_mesh, make_mesh
+from jaxrl_si.parallel import default_mesh, expose_cpu_cores, make_mesh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,21 +55,15 @@ class RunConfig:
     final_window: int = 20  # updates averaged for the final return
 
 
-def updates_per_iteration(num_updates: int, target_iterations: int) -> int:
-    """The smallest divisor of `num_updates` >= num_updates / target_iterations."""
-    lower = max(1, -(-num_updates // max(target_iterations, 1)))
-    return next(d for d in range(lower, num_updates + 1) if num_updates % d == 0)
-
-
 def main(run: RunConfig) -> dict:
     config = run.config
     run.run_dir.mkdir(parents=True, exist_ok=True)
-    (run.run_dir / "config.json").write_text(json.dumps(json_safe(dataclasses.asdict(run)), indent=2))
+    (run.run_dir / "config.json").write_text(json.dumps(loop.json_safe(dataclasses.asdict(run)), indent=2))
     spec = sweep.parse_spec(run.sweep)
     members = run.members_per_chunk or len(sweep.settings(spec)) * run.seeds
     mesh = default_mesh(members) if run.mesh is None else make_mesh(*run.mesh)
     print(f"mesh: {dict(mesh.shape) if mesh else 'one device'} of {jax.device_count()} {jax.default_backend()} devices")
-    trainer = make_trainer(config, updates_per_iteration(config.num_updates, run.iterations), mesh=mesh)
+    trainer = make_trainer(config, loop.updates_per_iteration(config.num_updates, run.iterations), mesh=mesh)
     result = sweep.run(
         trainer,
         spec,
@@ -98,16 +90,6 @@ def main(run: RunConfig) -> dict:
     (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))
     return summary
-
-
-def expose_cpu_cores(requested: int) -> None:
-    """Make XLA:CPU expose `requested` host devices (0: one per core); call before JAX runs.
-
-    Left alone when `XLA_FLAGS` already sets `--xla_force_host_platform_device_count`. Only the
-    CPU backend is affected; on GPU/TPU the accelerators stay the default devices.
-    """
-    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        jax.config.update("jax_num_cpu_devices", requested or len(os.sched_getaffinity(0)))
 
 
 if __name__ == "__main__":

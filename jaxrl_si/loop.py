@@ -150,6 +150,16 @@ def _log_iteration(writer: MetricWriter, trainer: Trainer, metrics, iteration: i
     return latest
 
 
+def updates_per_iteration(num_updates: int, target_iterations: int) -> int:
+    """Updates per iteration for about `target_iterations` iterations of a `num_updates` run.
+
+    The smallest divisor of `num_updates` that is >= num_updates / target_iterations: every
+    iteration then runs the same compiled program (e.g. 976 updates, 20 wanted: 16 of 61).
+    """
+    lower = max(1, -(-num_updates // max(target_iterations, 1)))
+    return next(d for d in range(lower, num_updates + 1) if num_updates % d == 0)
+
+
 def iteration_returns(trainer: Trainer, history: Mapping[str, np.ndarray]) -> np.ndarray:
     """`[M, iterations]` the return metric averaged over each iteration's updates.
 

@@ -16,12 +16,35 @@ A dimension that does not divide its mesh axis is an error, never a silent repli
 from __future__ import annotations
 
 import math
+import os
+import warnings
 
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 AXES = ("sweep", "data")
+
+
+def expose_cpu_cores(count: int = 0) -> None:
+    """Have XLA:CPU expose `count` host devices (0: one per core this process may use).
+
+    XLA:CPU runs one device's small ops on one core, so sweep members spread over one host device
+    per core use every core (`default_mesh`; measured in experiments/README.md#sweeps). Only the
+    CPU backend changes; on GPU/TPU the accelerators stay the default devices. Call it right
+    after `import jax`: once JAX has run something the devices are fixed, and a later call (e.g. a
+    re-run notebook cell) keeps them, warning if they differ. An `XLA_FLAGS` that sets
+    `--xla_force_host_platform_device_count` wins.
+    """
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    if not count:
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # JAX has started: its CPU devices can no longer change
+        if len(jax.devices("cpu")) != count:
+            warnings.warn(f"JAX already runs with {len(jax.devices('cpu'))} CPU devices; call expose_cpu_cores({count}) before JAX runs anything", stacklevel=2)
 
 
 def make_mesh(sweep: int = -1, data: int = 1, *, devices=None) -> Mesh:

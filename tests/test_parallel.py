@@ -8,7 +8,7 @@ import textwrap
 import jax
 import pytest
 
-from jaxrl_si.parallel import make_mesh, shard_members
+from jaxrl_si.parallel import expose_cpu_cores, make_mesh, shard_members
 
 SWEEP_ON_FAKE_DEVICES = textwrap.dedent(
     """
@@ -74,3 +74,20 @@ def test_member_axis_must_divide_the_sweep_axis():
     else:
         with pytest.raises(ValueError, match=r"\['lr'\]"):
             shard_members({"lr": jnp.ones(mesh.shape["sweep"] + 1)}, mesh)
+
+
+def test_expose_cpu_cores_after_jax_started_keeps_the_devices_and_warns_on_a_change(monkeypatch):
+    import warnings
+
+    monkeypatch.setenv("XLA_FLAGS", "")
+    cpu_devices = len(jax.devices("cpu"))  # JAX has started
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        expose_cpu_cores(cpu_devices)  # no change asked: silent
+    with pytest.warns(UserWarning, match=f"already runs with {cpu_devices} CPU devices"):
+        expose_cpu_cores(cpu_devices + 1)
+    assert len(jax.devices("cpu")) == cpu_devices
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        expose_cpu_cores(cpu_devices + 1)  # the flag wins: nothing to do, nothing to warn about

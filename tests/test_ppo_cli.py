@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from experiments.ppo import RunConfig, main, updates_per_iteration
+from experiments.ppo import RunConfig, main
 from jaxrl_si.agents.ppo import PPOConfig, PPOHyperparams
 from jaxrl_si.logging import final_episode_return, read_jsonl
+from jaxrl_si.loop import updates_per_iteration
 
 
 def test_tiny_run_writes_every_artifact(tmp_path):
