@@ -66,10 +66,10 @@ def worker_jaxrl_si(env: str, settings: dict, seeds: int, repeats: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxrl_si.agents.ppo import PPOConfig, PPOHyperparams, make_train
+    from jaxrl_si.agents.ppo import PPO, PPOConfig, PPOHyperparams
 
     config = PPOConfig(env=env, **settings)
-    train = make_train(config)
+    train = PPO.build(config).train
     # float32 leaves, as a sweep passes them (weak-typed Python floats would specialise the trace).
     hparams = jax.tree.map(jnp.float32, PPOHyperparams())
     if seeds == 1:
@@ -89,11 +89,11 @@ def worker_sweep(settings: dict, repeats: int, devices: int, single: bool) -> di
     import jax
     import jax.numpy as jnp
 
-    from jaxrl_si.agents.ppo import PPOConfig, PPOHyperparams, make_train
+    from jaxrl_si.agents.ppo import PPO, PPOConfig, PPOHyperparams
     from jaxrl_si.parallel import make_mesh, shard_members
 
     config = PPOConfig(**settings)
-    train = make_train(config)
+    train = PPO.build(config).train
     members = len(SWEEP_LEARNING_RATES)
     hparams = jax.tree.map(lambda x: jnp.full((members,), x, jnp.float32), PPOHyperparams())
     hparams = hparams.replace(learning_rate=jnp.asarray(SWEEP_LEARNING_RATES, jnp.float32))

@@ -20,21 +20,24 @@ exposes one host device per core (`--cpu-devices`, unless `XLA_FLAGS` sets
 Writes to `--run-dir`: `config.json`, `metrics.jsonl` (one row per update and member), `tb/`,
 `checkpoints/`, `table.csv` / `table.json` (one row per member), `curves.png`, `heatmap.png`
 (2-D grids), `final_return.png` (1-D grids) and `summary.json` (final return per member).
+`config.json` is written once the run is known to fit the directory: a refused `--resume`
+leaves it as it was. A mistake in the flags is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 
 import jax
 import numpy as np
-import tyro
 
+from experiments import cli
 from jaxrl_si import loop, sweep
-from jaxrl_si.agents.ppo import PPOConfig, PPOHyperparams, make_trainer
-from jaxrl_si.checkpoint import CheckpointError
+from jaxrl_si.agents.ppo import PPO, PPOConfig, PPOHyperparams
+from jaxrl_si.checkpoint import json_value
 from jaxrl_si.parallel import default_mesh, expose_cpu_cores, make_mesh
 
 
@@ -57,13 +60,11 @@ class RunConfig:
 
 def main(run: RunConfig) -> dict:
     config = run.config
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    (run.run_dir / "config.json").write_text(json.dumps(loop.json_safe(dataclasses.asdict(run)), indent=2))
     spec = sweep.parse_spec(run.sweep)
     members = run.members_per_chunk or len(sweep.settings(spec)) * run.seeds
     mesh = default_mesh(members) if run.mesh is None else make_mesh(*run.mesh)
+    trainer = loop.Trainer.build(PPO.build, config, loop.updates_per_iteration(config.num_updates, run.iterations), mesh=mesh)
     print(f"mesh: {dict(mesh.shape) if mesh else 'one device'} of {jax.device_count()} {jax.default_backend()} devices")
-    trainer = make_trainer(config, loop.updates_per_iteration(config.num_updates, run.iterations), mesh=mesh)
     result = sweep.run(
         trainer,
         spec,
@@ -76,6 +77,7 @@ def main(run: RunConfig) -> dict:
         resume=run.resume,
         max_to_keep=run.max_to_keep or None,
         run_config={"final_window": run.final_window},
+        on_start=functools.partial(_write_config, run),
     )
     finals = np.array([np.nan if r["final_return"] is None else r["final_return"] for r in result.table])
     summary = {
@@ -92,10 +94,10 @@ def main(run: RunConfig) -> dict:
     return summary
 
 
+def _write_config(run: RunConfig) -> None:
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    (run.run_dir / "config.json").write_text(json.dumps(json_value(dataclasses.asdict(run), stringify=True), indent=2))
+
+
 if __name__ == "__main__":
-    try:
-        cli_run = tyro.cli(RunConfig)
-        expose_cpu_cores(cli_run.cpu_devices)
-        main(cli_run)
-    except CheckpointError as error:  # a refused or unreadable checkpoint: say why, no traceback
-        raise SystemExit(f"error: {error}") from None
+    cli.main(RunConfig, main, before_run=lambda run: expose_cpu_cores(run.cpu_devices))

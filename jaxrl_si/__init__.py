@@ -1,7 +1,33 @@
-"""jaxrl_si: a JAX-native research library for self-improving agents."""
+"""jaxrl_si: a JAX-native research library for self-improving agents.
 
-from jaxrl_si import agents, checkpoint, envs, losses, loop, nets, parallel, preferences, sweep
+Subpackages load on first use (`jaxrl_si.sweep` imports the sweep machinery when touched), so
+`import jaxrl_si.losses` brings in JAX and the losses, not Orbax, tqdm or matplotlib.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["agents", "checkpoint", "envs", "loop", "losses", "nets", "parallel", "preferences", "sweep", "__version__"]
+__all__ = [
+    "agents",
+    "checkpoint",
+    "envs",
+    "errors",
+    "layout",
+    "loop",
+    "losses",
+    "metrics",
+    "nets",
+    "parallel",
+    "plots",
+    "preferences",
+    "sinks",
+    "sweep",
+    "__version__",
+]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,6 +29,11 @@ Failure modes of `Checkpointer.restore_latest`, newest step first:
   step is tried; when none is left, `CorruptCheckpointError` lists every step's reason;
 - a saved config that differs from the requested one raises `ConfigMismatchError` at once,
   naming every differing field: another run's checkpoint is never used, nor skipped silently.
+
+After a fallback the caller deletes the steps newer than the restored one
+(`delete_steps_after`): Orbax's `CheckpointManager.save` silently skips a step that is not
+newer than its latest, so corrupt steps left on disk would never be replaced. `save` refuses
+such a step instead of skipping it (`CheckpointError`).
 """
 
 from __future__ import annotations
@@ -67,6 +72,10 @@ class CorruptCheckpointError(CheckpointError):
     """No step in the directory could be restored and verified; the message gives each reason."""
 
 
+class ExistingRunError(CheckpointError):
+    """A fresh run was pointed at a directory that holds another run's checkpoints."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Restored:
     """One verified step, as returned by `Checkpointer.restore_latest`."""
@@ -101,11 +110,14 @@ class Checkpointer:
         (`TypeError` otherwise, before anything is written); `history` arrays must be numeric
         or bool, of any shape.
         """
+        latest = self.latest_step()
+        if latest is not None and step <= latest:
+            raise CheckpointError(f"step {step} is not newer than step {latest} in {self.directory}; delete_steps_after({step - 1}) first")
         history = _host_history(history or {})
         meta = {
             "format": _FORMAT,
-            "config": _json_copy(config, "config"),
-            "extra": _json_copy(extra or {}, "extra"),
+            "config": json_value(config, what="config"),
+            "extra": json_value(extra or {}, what="extra"),
             "state_digest": state_digest(state),
             "history": [[name, list(value.shape), value.dtype.str] for name, value in history.items()],
             "history_digest": _history_digest(history),
@@ -130,7 +142,7 @@ class Checkpointer:
         """
         self.wait()
         abstract = abstract_target(target)  # outside the loop: a bad target is not a bad step
-        requested = None if config is None else _json_copy(config, "config")
+        requested = None if config is None else json_value(config, what="config")
         failures = []
         for step in reversed(self.all_steps()):
             try:
@@ -179,6 +191,14 @@ class Checkpointer:
         warnings.warn(message, stacklevel=3)
         logger.warning(message)
         return f"step {step}: {reason}"
+
+    def delete_steps_after(self, step: int) -> list[int]:
+        """Delete every step newer than `step` (e.g. the corrupt ones a restore fell back past); returns them."""
+        self.wait()
+        newer = [s for s in self.all_steps() if s > step]
+        for s in newer:
+            self._manager.delete(s)
+        return newer
 
     def all_steps(self) -> list[int]:
         """The finished steps on disk, oldest first."""
@@ -332,10 +352,14 @@ def _history_digest(history: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def _json_copy(value, what: str):
-    """`value` as JSON reads it back (tuples become lists), or `TypeError` naming `what`."""
+def json_value(value, *, what: str = "value", stringify: bool = False):
+    """`value` as JSON reads it back: tuples become lists, keys strings, so configs compare equal.
+
+    Objects JSON cannot hold (paths, dtypes, numpy scalars) become their `str` with
+    `stringify`, and raise `TypeError` naming `what` without it.
+    """
     try:
-        return json.loads(json.dumps(value))
+        return json.loads(json.dumps(value, default=str if stringify else None))
     except (TypeError, ValueError) as error:
         raise TypeError(f"checkpoint {what} must be JSON-able: {error}") from None
 

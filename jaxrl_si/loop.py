@@ -13,9 +13,14 @@ loop
    the stacked state (parameters, optimiser state, PRNG keys, environment and normalisation
    state, counters), the metric history, and the run's config as JSON.
 
-`resume=True` restores the latest complete checkpoint (falling back past corrupt ones), refuses
-one whose config differs from the requested run, rewrites `metrics.jsonl` from the restored
-history and continues; the result equals an uninterrupted run bit for bit on the same mesh.
+`resume=True` restores the latest complete checkpoint, falling back past corrupt ones (which
+are then deleted, so the recomputed iterations are saved in their place); it refuses one whose
+config differs from the requested run, rewrites `metrics.jsonl` from the restored history and
+continues. The result equals an uninterrupted run bit for bit on the same mesh. A fresh run
+refuses a run directory that already holds checkpoints.
+
+`Trainer` is the adapter between an agent (`jaxrl_si/agents/README.md`: a frozen object with
+`init`, `update` and a few sizes) and this loop; agents import nothing from here.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import pathlib
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import numpy as np
@@ -36,29 +41,87 @@ from jaxtyping import PRNGKeyArray
 from tqdm import tqdm
 
 from jaxrl_si import checkpoint as ckpt
-from jaxrl_si.logging import MetricWriter, final_episode_return
-from jaxrl_si.parallel import shard_members, vmap_members
+from jaxrl_si import metrics as stats
+from jaxrl_si.errors import ConfigError
+from jaxrl_si.parallel import batch_constraint, check_divides_data_axis, shard_members, vmap_members
+from jaxrl_si.sinks import MetricWriter, metric_row
 
 
-@dataclasses.dataclass(frozen=True)
-class Trainer:
-    """An algorithm as the loop sees it: pure functions of one member's hyperparameters.
-
-    `init(hparams, key) -> state` and `iterate(hparams, state) -> (state, metrics)`, where each
-    metric is an array `[updates_per_iteration]`. Both are traceable and unbatched: the loop
-    vmaps them over members and jits them. Build trainers once (e.g. `functools.cache` on
-    the static config), since compiled programs are cached on the trainer's identity.
-    """
+class Agent(Protocol):
+    """What the loop needs from an agent (e.g. `jaxrl_si.agents.ppo.PPO`)."""
 
     config: Any  # frozen dataclass of static settings, saved as JSON with each checkpoint
-    init: Callable[[Any, PRNGKeyArray], Any]
-    iterate: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]]
-    num_iterations: int
-    updates_per_iteration: int
+    num_updates: int  # updates in a whole run
     env_steps_per_update: int  # per member
+    data_parallel_sizes: Mapping[str, int]  # sizes its layout hook splits over the `data` axis
+
+    def init(self, hparams: Any, key: PRNGKeyArray) -> Any: ...
+
+    def update(self, hparams: Any, state: Any) -> tuple[Any, dict[str, jax.Array]]: ...
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Trainer:
+    """An agent run in iterations of `updates_per_iteration` updates, members over `mesh`.
+
+    `updates_per_iteration` must divide the agent's `num_updates`, so that every iteration runs
+    the same compiled program and a checkpoint falls on each iteration boundary. With a mesh,
+    the agent must have been built with `parallel.batch_constraint(mesh)` (`Trainer.build`
+    does both). The compiled programs (`compiled`) belong to the trainer and are freed with it:
+    there is no global cache, so build a trainer once and reuse it.
+    """
+
+    agent: Agent
+    updates_per_iteration: int
+    mesh: Mesh | None = None  # members over its `sweep` axis, the agent's batches over `data`
     return_metric: str = "episode/return"  # shown on the progress bar, scored by sweeps
     count_metric: str | None = "episode/count"  # weights `return_metric` when averaging
-    mesh: Mesh | None = None  # the mesh the trainer's functions were built for, if any
+
+    def __post_init__(self):
+        num_updates = self.agent.num_updates
+        if self.updates_per_iteration < 1 or num_updates % self.updates_per_iteration:
+            divisors = [d for d in range(1, num_updates + 1) if num_updates % d == 0]
+            raise ConfigError(
+                f"updates_per_iteration={self.updates_per_iteration} must divide the run's {num_updates} updates; "
+                f"choose one of {divisors}"
+            )
+        check_divides_data_axis(self.mesh, **self.agent.data_parallel_sizes)
+
+    @classmethod
+    def build(cls, build_agent: Callable[..., Agent], config: Any, updates_per_iteration: int, *, mesh: Mesh | None = None, **kwargs) -> Trainer:
+        """`build_agent(config, constrain=batch_constraint(mesh))` in a trainer over the same mesh."""
+        return cls(build_agent(config, constrain=batch_constraint(mesh)), updates_per_iteration, mesh, **kwargs)
+
+    @property
+    def config(self) -> Any:
+        return self.agent.config
+
+    @property
+    def num_iterations(self) -> int:
+        return self.agent.num_updates // self.updates_per_iteration
+
+    @property
+    def env_steps_per_update(self) -> int:
+        return self.agent.env_steps_per_update
+
+    def init(self, hparams: Any, key: PRNGKeyArray) -> Any:
+        """One member's initial state."""
+        return self.agent.init(hparams, key)
+
+    def iterate(self, hparams: Any, state: Any) -> tuple[Any, dict[str, jax.Array]]:
+        """One member's iteration: `updates_per_iteration` updates in a `lax.scan`; metrics `[U]`."""
+        return jax.lax.scan(lambda s, _: self.agent.update(hparams, s), state, None, length=self.updates_per_iteration)
+
+    @functools.cached_property
+    def compiled(self) -> tuple[Callable, Callable]:
+        """`jit(vmap(init))` and `jit(vmap(iterate))` over members (compiled at their first call)."""
+        return jax.jit(vmap_members(self.init, self.mesh)), jax.jit(vmap_members(self.iterate, self.mesh))
+
+    def check_members(self, members: int) -> None:
+        """Raise `ConfigError` unless `members` divides over the mesh's `sweep` axis."""
+        size = 1 if self.mesh is None else self.mesh.shape["sweep"]
+        if members % size:
+            raise ConfigError(f"{members} members do not divide over the mesh's sweep axis ({size} devices); change the seeds, the sweep or the mesh")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,12 +132,6 @@ class LoopResult:
     seconds: float  # wall time of this call, compilation included
 
 
-@functools.cache
-def compiled_members(trainer: Trainer) -> tuple[Callable, Callable]:
-    """`jit(vmap(init))` and `jit(vmap(iterate))` over members (cached per trainer)."""
-    return jax.jit(vmap_members(trainer.init, trainer.mesh)), jax.jit(vmap_members(trainer.iterate, trainer.mesh))
-
-
 def run(
     trainer: Trainer,
     hparams: Any,
@@ -82,16 +139,17 @@ def run(
     *,
     run_dir: str | pathlib.Path,
     run_config: Mapping[str, Any] | None = None,
-    member_labels: Sequence[Mapping[str, int]] | None = None,
+    member_labels: Sequence[Mapping[str, int] | None] | None = None,
     resume: bool = False,
     max_to_keep: int | None = 3,
     async_checkpoints: bool = True,
     desc: str = "train",
+    on_start: Callable[[], None] | None = None,
 ) -> LoopResult:
     """Train `M` members for `trainer.num_iterations` iterations, checkpointing each one.
 
     Args:
-      trainer: the algorithm (see `Trainer`).
+      trainer: the agent in iterations (see `Trainer`).
       hparams: the members' hyperparameters, every leaf `[M]`.
       keys: `[M]` typed PRNG keys, one per member.
       run_dir: receives `metrics.jsonl`, `tb/` and `checkpoints/<iteration>`.
@@ -100,22 +158,29 @@ def run(
       member_labels: per-member dicts added to each metric row (e.g. setting and seed index);
         None for a member whose rows are not written (padding).
       resume: continue from the latest complete checkpoint in `run_dir` if there is one.
+      on_start: called once the starting point is settled (a fresh start, or a checkpoint that
+        fits this run), before the loop writes to `run_dir`: e.g. to write the run's config.
 
     Members are sharded over the `sweep` axis of `trainer.mesh` when it has one (the member
-    count must divide it), else placed on the default device.
+    count must divide it), else placed on the default device. Raises `ConfigError` (members
+    that do not divide the mesh), `checkpoint.ConfigMismatchError` (a resume into another
+    run's directory) and `checkpoint.ExistingRunError` (a fresh run into a directory that holds
+    checkpoints) before anything is written.
     """
     start_time = time.perf_counter()
     run_dir = pathlib.Path(run_dir)
-    members = len(keys)
+    trainer.check_members(len(keys))
     hparams, keys = _place((hparams, keys), trainer.mesh)
     config = _checkpoint_config(trainer, hparams, keys, run_config)
-    labels = member_labels if member_labels is not None else [{} for _ in range(members)]
+    labels = member_labels if member_labels is not None else [{} for _ in range(len(keys))]
     with ckpt.Checkpointer(run_dir / "checkpoints", max_to_keep=max_to_keep, async_save=async_checkpoints) as saver:
         start, state, history = _initial_state(trainer, hparams, keys, saver, config, resume, run_dir)
+        if on_start is not None:
+            on_start()
         writer = MetricWriter(run_dir, group="member", resume_env_steps=_env_steps(trainer, start, 0) if start else None)
         _replay(writer, trainer, history, labels)
-        _, iterate_members = compiled_members(trainer)
-        steps_per_iteration = trainer.updates_per_iteration * trainer.env_steps_per_update * members
+        _, iterate_members = trainer.compiled
+        steps_per_iteration = trainer.updates_per_iteration * trainer.env_steps_per_update * len(keys)
         bar = tqdm(total=trainer.num_iterations * steps_per_iteration, initial=start * steps_per_iteration, unit="step", unit_scale=True, desc=desc)
         for iteration in range(start, trainer.num_iterations):
             state, metrics = iterate_members(hparams, state)
@@ -131,12 +196,18 @@ def run(
 
 
 def _initial_state(trainer: Trainer, hparams, keys, saver: ckpt.Checkpointer, config: dict, resume: bool, run_dir):
-    """`(iteration, state, history)`: from the latest complete checkpoint, or fresh."""
-    init_members, _ = compiled_members(trainer)
+    """`(iteration, state, history)`: from the latest good checkpoint (newer, corrupt ones deleted), or fresh."""
+    init_members, _ = trainer.compiled
+    if not resume and saver.all_steps():
+        raise ckpt.ExistingRunError(
+            f"{saver.directory} holds checkpoints up to iteration {saver.all_steps()[-1]} of an earlier run; "
+            f"resume it (resume=True, --resume) or choose another run directory"
+        )
     if resume:
         target = ckpt.abstract_target(jax.eval_shape(init_members, hparams, keys), _member_sharding(trainer.mesh))
         restored = saver.restore_latest(target, config=config)
         if restored is not None:
+            saver.delete_steps_after(restored.step)
             tqdm.write(f"resumed {run_dir} from the checkpoint of iteration {restored.step}/{trainer.num_iterations}", file=sys.stderr)
             return restored.step, restored.state, dict(restored.history)
     return 0, init_members(hparams, keys), {}
@@ -145,8 +216,8 @@ def _initial_state(trainer: Trainer, hparams, keys, saver: ckpt.Checkpointer, co
 def _log_iteration(writer: MetricWriter, trainer: Trainer, metrics, iteration: int, labels) -> np.ndarray:
     """Rows to JSONL / TensorBoard, the cross-member mean return; returns `[M]` latest returns."""
     writer.write(_rows(trainer, metrics, iteration, labels))
-    latest = _iteration_return(trainer, metrics)
-    writer.write_summary(_env_steps(trainer, iteration + 1, 0), {trainer.return_metric: _mean_of_finite(latest)})
+    latest = iteration_returns(trainer, metrics)[:, -1]
+    writer.write_summary(_env_steps(trainer, iteration + 1, 0), {trainer.return_metric: stats.mean_of_finite(latest)})
     return latest
 
 
@@ -160,37 +231,18 @@ def updates_per_iteration(num_updates: int, target_iterations: int) -> int:
     return next(d for d in range(lower, num_updates + 1) if num_updates % d == 0)
 
 
-def iteration_returns(trainer: Trainer, history: Mapping[str, np.ndarray]) -> np.ndarray:
-    """`[M, iterations]` the return metric averaged over each iteration's updates.
-
-    Weighted by `count_metric` (episodes that ended) when the trainer has one; NaN where no
-    episode ended in an iteration.
-    """
-    returns, counts = returns_and_counts(trainer, history)
-    flat = lambda x: x.reshape(-1, trainer.updates_per_iteration)
-    return final_episode_return(flat(returns), flat(counts), trainer.updates_per_iteration).reshape(returns.shape[0], -1)
-
-
 def returns_and_counts(trainer: Trainer, history: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """`[M, U]` returns and the episode counts that weight them (1 per finite return if untracked)."""
-    returns = history[trainer.return_metric]
-    if trainer.count_metric is None:
-        return returns, np.isfinite(returns).astype(np.float32)
-    return returns, history[trainer.count_metric]
+    """`[M, U]` the trainer's return metric and the episode counts that weight it."""
+    return stats.returns_and_counts(history, trainer.return_metric, trainer.count_metric)
 
 
-def _iteration_return(trainer: Trainer, metrics: Mapping[str, np.ndarray]) -> np.ndarray:
-    return iteration_returns(trainer, metrics)[:, -1]
-
-
-def _mean_of_finite(values: np.ndarray) -> float:
-    """Mean over the finite entries; NaN (without a warning) when there are none."""
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else float("nan")
+def iteration_returns(trainer: Trainer, history: Mapping[str, np.ndarray]) -> np.ndarray:
+    """`[M, iterations]` the return metric averaged (episode-weighted) over each iteration's updates."""
+    return stats.iteration_returns(*returns_and_counts(trainer, history), trainer.updates_per_iteration)
 
 
 def _format_return(latest: np.ndarray) -> str:
-    mean = _mean_of_finite(latest)
+    mean = stats.mean_of_finite(latest)
     return f"{mean:.1f}" if np.isfinite(mean) else "-"
 
 
@@ -199,23 +251,23 @@ def _env_steps(trainer: Trainer, iteration: int, update: int) -> int:
 
 
 def _rows(trainer: Trainer, metrics: Mapping[str, np.ndarray], iteration: int, labels) -> list[dict]:
-    """One row per member and update of `iteration`."""
-    rows = []
-    for member, label in enumerate(labels):
-        if label is None:
-            continue
-        for update in range(trainer.updates_per_iteration):
-            rows.append(
-                {
-                    "member": member,
-                    **label,
-                    "iteration": iteration + 1,
-                    "update": iteration * trainer.updates_per_iteration + update + 1,
-                    "env_steps": _env_steps(trainer, iteration, update + 1),
-                    **{k: v[member, update] for k, v in metrics.items()},
-                }
-            )
-    return rows
+    """One row per member and update of `iteration` (members labelled None are skipped)."""
+    first_update = iteration * trainer.updates_per_iteration
+    return [
+        metric_row(
+            {
+                "member": member,
+                **label,
+                "iteration": iteration + 1,
+                "update": first_update + update + 1,
+                "env_steps": _env_steps(trainer, iteration, update + 1),
+            },
+            {k: v[member, update] for k, v in metrics.items()},
+        )
+        for member, label in enumerate(labels)
+        if label is not None
+        for update in range(trainer.updates_per_iteration)
+    ]
 
 
 def _replay(writer: MetricWriter, trainer: Trainer, history: Mapping[str, np.ndarray], labels) -> None:
@@ -246,25 +298,14 @@ def _checkpoint_config(trainer: Trainer, hparams, keys, run_config) -> dict:
     }
     return {
         "algorithm": type(trainer.config).__name__,
-        "config": json_safe(dataclasses.asdict(trainer.config)),
+        "config": ckpt.json_value(dataclasses.asdict(trainer.config), stringify=True),
         "num_iterations": trainer.num_iterations,
         "updates_per_iteration": trainer.updates_per_iteration,
         "hparams": members,
         "keys": np.asarray(jax.random.key_data(keys)).tolist(),
-        "run": json_safe(dict(run_config or {})),
+        "run": ckpt.json_value(dict(run_config or {}), stringify=True),
     }
 
 
 def _field_names(tree) -> list[str]:
     return [jax.tree_util.keystr(path, simple=True, separator=".") for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-
-
-def json_safe(value):
-    """Tuples to lists and paths to strings, recursively, so a config compares equal after JSON."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return value
-    return str(value)

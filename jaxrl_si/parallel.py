@@ -11,10 +11,15 @@ rest. The pmap idioms map as follows:
 | `lax.pmean(grads, "i")`            | implicit in `jit` (GSPMD), or `jax.shard_map` + `lax.pmean(loss, "data")` |
 
 A dimension that does not divide its mesh axis is an error, never a silent replication.
+
+Algorithms never see the mesh: they get the layout hook `batch_constraint(mesh)` (see
+`jaxrl_si.layout`) and mark their batch axes with it; members go over `sweep` by
+`vmap_members` and `shard_members`, outside the algorithm.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -22,6 +27,9 @@ import warnings
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
+
+from jaxrl_si.errors import ConfigError
+from jaxrl_si.layout import Constrain, unconstrained
 
 AXES = ("sweep", "data")
 
@@ -55,14 +63,14 @@ def make_mesh(sweep: int = -1, data: int = 1, *, devices=None) -> Mesh:
     devices = list(jax.devices() if devices is None else devices)
     sizes = [sweep, data]
     if sizes.count(-1) > 1:
-        raise ValueError("at most one of `sweep`, `data` may be -1")
+        raise ConfigError("at most one of `sweep`, `data` may be -1")
     if -1 in sizes:
         known = math.prod(s for s in sizes if s != -1)
         if known < 1 or len(devices) % known:
-            raise ValueError(f"{len(devices)} devices cannot be split into a mesh with an axis of size {known}")
+            raise ConfigError(f"{len(devices)} devices cannot be split into a mesh with an axis of size {known}")
         sizes[sizes.index(-1)] = len(devices) // known
     if any(s < 1 for s in sizes) or math.prod(sizes) != len(devices):
-        raise ValueError(f"mesh (sweep={sizes[0]}, data={sizes[1]}) needs {math.prod(sizes)} devices, have {len(devices)}")
+        raise ConfigError(f"mesh (sweep={sizes[0]}, data={sizes[1]}) needs {math.prod(sizes)} devices, have {len(devices)}")
     return jax.make_mesh(tuple(sizes), AXES, axis_types=(AxisType.Auto,) * 2, devices=devices)
 
 
@@ -81,14 +89,14 @@ def default_mesh(members: int, devices=None) -> Mesh | None:
 def shard_members(tree, mesh: Mesh):
     """Place a pytree whose leaves share a leading member axis `[M, ...]` over the `sweep` axis.
 
-    Raises `ValueError` naming the leaf when M does not divide the `sweep` axis size.
+    Raises `ConfigError` naming the leaf when M does not divide the `sweep` axis size.
     """
     size = mesh.shape["sweep"]
     sharding = NamedSharding(mesh, P("sweep"))
 
     def place(path, leaf):
         if leaf.ndim == 0 or leaf.shape[0] % size:
-            raise ValueError(
+            raise ConfigError(
                 f"leaf {jax.tree_util.keystr(path)} with shape {leaf.shape} has a member axis that the "
                 f"mesh's sweep axis ({size} devices) does not divide; pad or chunk the sweep"
             )
@@ -103,25 +111,42 @@ def data_parallel_size(mesh: Mesh | None) -> int:
 
 
 def check_divides_data_axis(mesh: Mesh | None, **sizes: int) -> None:
-    """Raise `ValueError` naming each size that the `data` axis does not divide."""
+    """Raise `ConfigError` naming each size that the `data` axis does not divide."""
     devices = data_parallel_size(mesh)
     bad = {name: size for name, size in sizes.items() if size % devices}
     if bad:
-        raise ValueError(f"the mesh's data axis ({devices} devices) must divide {bad}; change them or the mesh")
+        raise ConfigError(f"the mesh's data axis ({devices} devices) must divide {bad}; change them or the mesh")
 
 
-def shard_batch_axis(tree, mesh: Mesh | None, axis: int = 0):
+def batch_constraint(mesh: Mesh | None) -> Constrain:
+    """The layout hook for `mesh`: split batch axes over its `data` axis (`unconstrained` if it has one device)."""
+    if data_parallel_size(mesh) == 1:
+        return unconstrained
+    return functools.partial(shard_batch_axis, mesh=mesh)
+
+
+def shard_batch_axis(tree, axis: int = 0, *, mesh: Mesh):
     """Constrain every leaf with more than `axis` dims to be split over `data` along `axis`.
 
     A layout hint for GSPMD (`with_sharding_constraint`), never a change of values: each device
     computes on its slice and XLA inserts the collectives (e.g. the all-reduce of gradients
-    of a loss averaged over the batch). The identity without a mesh or with a 1-device `data`
-    axis. Under `vmap_members` the member axis is added as `sweep`.
+    of a loss averaged over the batch). Under `vmap_members` the member axis is added as
+    `sweep`. A leaf whose `axis` the `data` axis does not divide is a `ConfigError` naming it.
     """
-    if data_parallel_size(mesh) == 1:
-        return tree
+    devices = data_parallel_size(mesh)
     sharding = NamedSharding(mesh, P(*([None] * axis), "data"))
-    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding) if x.ndim > axis else x, tree)
+
+    def constrain(path, x):
+        if x.ndim <= axis:
+            return x
+        if x.shape[axis] % devices:
+            raise ConfigError(
+                f"batch axis {axis} of {jax.tree_util.keystr(path) or 'the array'} (shape {x.shape}) does not "
+                f"split over the mesh's data axis ({devices} devices)"
+            )
+        return jax.lax.with_sharding_constraint(x, sharding)
+
+    return jax.tree_util.tree_map_with_path(constrain, tree)
 
 
 def vmap_members(fn, mesh: Mesh | None = None):

@@ -9,8 +9,20 @@ member m is setting m // N, seed m % N), run by the iteration loop (`jaxrl_si.lo
 `jit(vmap(iterate))` over members with the member axis sharded over the mesh's `sweep` axis.
 This is `jit(vmap(vmap(train)))` over (settings, seeds) with the two member axes flattened into
 one, which lets any S x N divide the mesh and be chunked. Seed n uses the same key in every
-setting (common random numbers), so members differ only by their hyperparameters, and every
-member equals the same (hyperparameters, key) run alone.
+setting (common random numbers), so members differ only by their hyperparameters.
+
+What a member's result depends on, exactly (measured on XLA:CPU, tests/test_sweep.py):
+- Members are independent of one another, bit for bit: with the same member layout (count,
+  mesh, chunking), changing the other members' hyperparameters leaves a member's metrics and
+  parameters identical.
+- A member agrees with the same (hyperparameters, key) run alone, or in another layout, to
+  float32 rounding at first (about 1e-7 relative over the first iteration): another layout
+  (another member count or mesh) makes XLA pick other kernels for the batched matmuls, which
+  sum in another order. Training amplifies such differences until a sampled action flips
+  (on CartPole at lr 1e-3, after about 30 updates); from there the two runs follow different
+  trajectories (final returns e.g. 202.0 and 203.3), equally valid draws of the same
+  experiment. So a table is reproduced exactly by rerunning the same sweep, and statistically
+  by running a member alone.
 
 Members too many for memory run in chunks of `members_per_chunk`, each chunk still one vmapped
 program (the same compiled program: a short last chunk is padded with copies of its last
@@ -32,20 +44,16 @@ import math
 import operator
 import pathlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
 from jaxrl_si import loop
-from jaxrl_si.logging import (
-    final_episode_return,
-    plot_heatmap,
-    plot_learning_curves,
-    plot_metric_vs_value,
-    smoothed_episode_return,
-)
+from jaxrl_si.errors import ConfigError
+from jaxrl_si.metrics import final_episode_return, smoothed_episode_return
+from jaxrl_si.plots import plot_heatmap, plot_learning_curves, plot_metric_vs_value
 
 DISTRIBUTIONS = ("uniform", "loguniform", "choice")
 
@@ -59,13 +67,13 @@ class Distribution:
 
     def __post_init__(self):
         if self.kind not in DISTRIBUTIONS:
-            raise ValueError(f"unknown distribution {self.kind!r}; use one of {DISTRIBUTIONS}")
+            raise ConfigError(f"unknown distribution {self.kind!r}; use one of {DISTRIBUTIONS}")
         if self.kind != "choice" and (len(self.args) != 2 or not self.args[0] < self.args[1]):
-            raise ValueError(f"{self.kind} needs (low, high) with low < high, got {self.args}")
+            raise ConfigError(f"{self.kind} needs (low, high) with low < high, got {self.args}")
         if self.kind == "loguniform" and self.args[0] <= 0:
-            raise ValueError(f"loguniform needs low > 0, got {self.args}")
+            raise ConfigError(f"loguniform needs low > 0, got {self.args}")
         if self.kind == "choice" and not self.args:
-            raise ValueError("choice needs at least one value")
+            raise ConfigError("choice needs at least one value")
 
     def sample(self, rng: np.random.Generator) -> float:
         low, high = (self.args + (0.0,))[:2]
@@ -117,39 +125,76 @@ def parse_spec(text: str) -> Spec:
     An empty string is a single setting.
     """
     if text.strip().endswith(".json"):
-        return _spec_from_json(json.loads(pathlib.Path(text.strip()).read_text()))
+        return _spec_from_json(_read_json(pathlib.Path(text.strip())))
     tokens = text.replace(";", " ").split()
     if tokens and tokens[0].startswith("random:"):
         parts = tokens[0].split(":")
         if len(parts) not in (2, 3):
-            raise ValueError(f"random sweeps start with 'random:<num_settings>[:<seed>]', got {tokens[0]!r}")
+            raise ConfigError(f"random sweeps start with 'random:<num_settings>[:<seed>]', got {tokens[0]!r}")
         dists = {name: _parse_distribution(name, value) for name, value in map(_split_assignment, tokens[1:])}
-        return RandomSearch(dists, int(parts[1]), int(parts[2]) if len(parts) == 3 else 0)
-    return Grid({name: tuple(float(v) for v in value.split(",")) for name, value in map(_split_assignment, tokens)})
+        count, seed = _integer("random:<num_settings>", parts[1]), _integer("random:...:<seed>", parts[2]) if len(parts) == 3 else 0
+        if count < 1:
+            raise ConfigError(f"a random sweep needs at least one setting, got {tokens[0]!r}")
+        return RandomSearch(dists, count, seed)
+    return Grid({name: _numbers(name, value.split(",")) for name, value in map(_split_assignment, tokens)})
+
+
+def _numbers(name: str, texts) -> tuple[float, ...]:
+    """The values of `name` as floats, or `ConfigError` naming the one that is not a number."""
+    values = []
+    for text in texts:
+        try:
+            values.append(float(text))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: {text!r} is not a number") from None
+    return tuple(values)
+
+
+def _integer(name: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"{name}: {text!r} is not an integer") from None
 
 
 def _split_assignment(token: str) -> tuple[str, str]:
     name, sep, value = token.partition("=")
     if not sep or not name or not value:
-        raise ValueError(f"expected name=values in the sweep spec, got {token!r}")
+        raise ConfigError(f"expected name=values in the sweep spec, got {token!r}")
     return name, value
 
 
 def _parse_distribution(name: str, text: str) -> Distribution:
     match = re.fullmatch(r"(\w+)\(([^)]*)\)", text)
     if not match:
-        raise ValueError(f"{name}: expected dist(a,b) with dist in {DISTRIBUTIONS}, got {text!r}")
-    return Distribution(match[1], tuple(float(v) for v in match[2].split(",") if v))
+        raise ConfigError(f"{name}: expected dist(a,b) with dist in {DISTRIBUTIONS}, got {text!r}")
+    return Distribution(match[1], _numbers(name, [v for v in match[2].split(",") if v]))
 
 
-def _spec_from_json(data: Mapping[str, Any]) -> Spec:
+def _read_json(path: pathlib.Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read the sweep file {path}: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"the sweep file {path} is not valid JSON: {error}") from None
+
+
+def _spec_from_json(data: Any) -> Spec:
+    try:
+        return _spec_from_dict(data)
+    except (AttributeError, IndexError, KeyError, TypeError) as error:
+        raise ConfigError(f"malformed sweep JSON ({type(error).__name__}: {error}); see sweep.parse_spec for the layout") from None
+
+
+def _spec_from_dict(data: Mapping[str, Any]) -> Spec:
     if set(data) == {"grid"}:
-        return Grid({k: tuple(float(v) for v in vs) for k, vs in data["grid"].items()})
+        return Grid({k: _numbers(k, vs) for k, vs in data["grid"].items()})
     if set(data) == {"random"}:
         r = data["random"]
-        dists = {k: Distribution(v[0], tuple(float(x) for x in v[1:])) for k, v in r["params"].items()}
+        dists = {k: Distribution(v[0], _numbers(k, v[1:])) for k, v in r["params"].items()}
         return RandomSearch(dists, int(r["num_settings"]), int(r.get("seed", 0)))
-    raise ValueError(f'a sweep JSON holds {{"grid": ...}} or {{"random": ...}}, got keys {sorted(data)}')
+    raise ConfigError(f'a sweep JSON holds {{"grid": ...}} or {{"random": ...}}, got keys {sorted(data)}')
 
 
 def member_hparams(base: Any, setting_list: Sequence[Mapping[str, float]], seeds: int) -> Any:
@@ -161,7 +206,7 @@ def member_hparams(base: Any, setting_list: Sequence[Mapping[str, float]], seeds
     fields = [f.name for f in dataclasses.fields(base)]
     for name in {n for s in setting_list for n in s}:
         if name not in fields:
-            raise ValueError(f"unknown hyperparameter {name!r} in the sweep; valid names: {fields}")
+            raise ConfigError(f"unknown hyperparameter {name!r} in the sweep; valid names: {fields}")
     columns = {
         name: np.repeat(np.asarray([s.get(name, getattr(base, name)) for s in setting_list], np.float32), seeds)
         for name in fields
@@ -195,6 +240,7 @@ def run(
     resume: bool = False,
     max_to_keep: int | None = 3,
     run_config: Mapping[str, Any] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> SweepResult:
     """Run every (setting, seed) member and write the table and plots (see module docstring).
 
@@ -202,7 +248,13 @@ def run(
       final_window: updates averaged (episode-weighted) for `final_return`.
       members_per_chunk: members per compiled program (default: all); with a mesh, a multiple
         of its `sweep` axis.
+      on_start: passed to the first chunk's `loop.run` (called before anything is written).
+
+    Invalid settings (an unknown hyperparameter, members that do not divide the mesh) raise
+    `ConfigError` before anything runs.
     """
+    if seeds < 1:
+        raise ConfigError(f"seeds must be positive, got {seeds}")
     run_dir = pathlib.Path(run_dir)
     setting_list = settings(spec)
     hparams = member_hparams(base_hparams, setting_list, seeds)
@@ -211,7 +263,8 @@ def run(
     labels = [{"member": m, "setting": m // seeds, "seed": m % seeds} for m in range(members)]
     chunk = members_per_chunk or members
     if chunk < 1:
-        raise ValueError(f"members_per_chunk must be positive, got {chunk}")
+        raise ConfigError(f"members_per_chunk must be positive, got {chunk}")
+    trainer.check_members(chunk)
     config = {**(run_config or {}), "sweep": _describe(spec), "seeds": seeds, "seed": seed}
     histories, seconds = [], 0.0
     for index, first in enumerate(range(0, members, chunk)):
@@ -227,6 +280,7 @@ def run(
             resume=resume,
             max_to_keep=max_to_keep,
             desc="sweep" if chunk == members else f"sweep chunk {index + 1}/{math.ceil(members / chunk)}",
+            on_start=on_start if index == 0 else None,
         )
         histories.append({k: v[: len(taken)] for k, v in result.history.items()})
         seconds += result.seconds

@@ -1,11 +1,8 @@
 """Checkpoints: exact round trip, fallback past corrupt steps, config refusal, other device counts."""
 
 import json
-import os
 import pathlib
 import shutil
-import subprocess
-import sys
 import textwrap
 import warnings
 
@@ -14,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from cpu_devices import run_on_cpu_devices
 
 from jaxrl_si import checkpoint as ckpt
 
@@ -253,8 +251,7 @@ def test_target_without_shardings_restores_as_saved_on_the_same_devices(tmp_path
 
 ACROSS_DEVICES = textwrap.dedent(
     """
-    import os, sys
-    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
+    import sys
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, SingleDeviceSharding, PartitionSpec as P
     from jaxrl_si import checkpoint as ckpt
@@ -290,11 +287,7 @@ ACROSS_DEVICES = textwrap.dedent(
 
 
 def _run_on(devices: int, save_dir, restore_dir) -> list[str]:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    args = [sys.executable, "-c", ACROSS_DEVICES, str(devices), str(save_dir), str(restore_dir)]
-    out = subprocess.run(args, check=False, capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stderr[-3000:]
-    return out.stdout.split()[:-1]
+    return run_on_cpu_devices(ACROSS_DEVICES, devices, save_dir, restore_dir, devices=devices, timeout=300).split()[:-1]
 
 
 def test_checkpoint_moves_between_eight_devices_and_one(tmp_path):

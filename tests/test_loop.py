@@ -1,20 +1,27 @@
 """Iterations and checkpoints end to end, through the PPO command line in real subprocesses.
 
 A run killed with SIGKILL after iteration k and resumed equals an uninterrupted run; a
-checkpoint whose config differs is refused naming the fields; a sweep checkpointed on 8 fake
-devices resumes on 1; without `--mesh`, members spread over one host device per core.
+checkpoint whose config differs is refused naming the fields, leaving the run directory as it
+was; corrupt newest checkpoints are replaced by the resumed run; a sweep checkpointed on 8 fake
+devices resumes on 1 and one checkpointed on 1 resumes on 8; without `--mesh`, members spread
+over one host device per core.
 """
 
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 
+import jax
 import numpy as np
+import pytest
+from cpu_devices import cpu_devices_env
 
-from jaxrl_si.logging import read_jsonl
+from jaxrl_si import checkpoint, loop, sweep
+from jaxrl_si.agents.ppo import PPO, PPOConfig, PPOHyperparams
+from jaxrl_si.sinks import read_jsonl
 
 TINY = [
     "--config.env", "probe:action_reward", "--config.num-envs", "8", "--config.rollout-length", "4",
@@ -27,12 +34,8 @@ def _cli(run_dir, *args) -> list[str]:
     return [sys.executable, "-m", "experiments.ppo", *args, "--run-dir", str(run_dir)]
 
 
-def _env(devices: int = 1) -> dict:
-    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
-
-
 def _run(run_dir, *args, devices: int = 1, check: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run(_cli(run_dir, *args), capture_output=True, text=True, env=_env(devices), timeout=600)
+    out = subprocess.run(_cli(run_dir, *args), capture_output=True, text=True, env=cpu_devices_env(devices), timeout=600)
     if check:
         assert out.returncode == 0, out.stderr[-3000:]
     return out
@@ -44,7 +47,7 @@ def _metric_rows(run_dir) -> list[dict]:
 
 def _kill_after_checkpoint(run_dir, step: int, *args) -> None:
     """Start a run and SIGKILL it as soon as checkpoint `step` is complete on disk."""
-    process = subprocess.Popen(_cli(run_dir, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+    process = subprocess.Popen(_cli(run_dir, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cpu_devices_env(1))
     deadline = time.monotonic() + 300
     while not (run_dir / "checkpoints" / str(step)).is_dir():
         assert process.poll() is None, "the run ended before it could be killed"
@@ -65,37 +68,70 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert _metric_rows(killed) == _metric_rows(whole)  # bitwise: every metric of every update and member
     np.testing.assert_array_equal(_final_params(killed), _final_params(whole))
 
+    config_json = (killed / "config.json").read_text()
     refused = _run(killed, *LONG, "--resume", "--hparams.learning-rate", "0.01", check=False)
-    assert refused.returncode != 0
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr[-2000:]
     assert "hparams.learning_rate" in refused.stderr and "config.total_env_steps" not in refused.stderr, refused.stderr[-2000:]
+    assert (killed / "config.json").read_text() == config_json  # the refused run changed nothing
+
+    fresh = _run(killed, *LONG, check=False)  # a fresh run into a directory that holds checkpoints
+    assert fresh.returncode == 2 and "holds checkpoints up to iteration 40" in fresh.stderr, fresh.stderr[-2000:]
 
 
 def _final_params(run_dir) -> np.ndarray:
     """The latest checkpoint's parameters (both seeds), flattened, restored in this process."""
-    import jax
-
-    from jaxrl_si import checkpoint, loop, sweep
-    from jaxrl_si.agents.ppo import PPOConfig, PPOHyperparams, make_trainer
-
-    config = PPOConfig(env="probe:action_reward", num_envs=8, rollout_length=4, num_minibatches=2, hidden_sizes=(16,), total_env_steps=32 * 120)
-    init_members, _ = loop.compiled_members(make_trainer(config, 3))
-    target = jax.eval_shape(init_members, sweep.member_hparams(PPOHyperparams(), [{}], 2), sweep.member_keys(0, 1, 2))
     with checkpoint.Checkpointer(run_dir / "checkpoints") as saver:
-        restored = saver.restore_latest(target, config=None)
+        restored = saver.restore_latest(_abstract_state(32 * 120, 3), config=None)
     assert restored.step == 40
     return np.concatenate([np.ravel(x) for x in jax.tree.leaves(restored.state.params)])
 
 
-def test_sweep_checkpoint_from_eight_devices_resumes_on_one(tmp_path):
+def _abstract_state(total_env_steps: int, updates_per_iteration: int):
+    """Shapes and dtypes of the CLI's 2-seed state for the TINY config."""
+    config = PPOConfig(env="probe:action_reward", num_envs=8, rollout_length=4, num_minibatches=2, hidden_sizes=(16,), total_env_steps=total_env_steps)
+    init_members, _ = loop.Trainer(PPO.build(config), updates_per_iteration).compiled
+    return jax.eval_shape(init_members, sweep.member_hparams(PPOHyperparams(), [{}], 2), sweep.member_keys(0, 1, 2))
+
+
+def test_corrupt_newest_checkpoints_are_replaced_on_resume(tmp_path):
+    """Corrupt the last two of three kept steps of a finished run: `--resume` falls back to the
+    oldest, deletes the corrupt ones and saves the recomputed iterations in their place, so the
+    next `--resume` restores the final state at once, equal to the uninterrupted run's."""
+    args = [*TINY, "--config.total-env-steps", str(32 * 6), "--iterations", "6"]
+    whole, damaged = tmp_path / "whole", tmp_path / "damaged"
+    _run(whole, *args)
+    _run(damaged, *args)
+    for step in (5, 6):
+        for data in (damaged / "checkpoints" / str(step)).rglob("*"):
+            if data.is_file() and data.parent.name == "d":  # the OCDBT data files
+                data.write_bytes(bytes(len(data.read_bytes())))
+    repaired = _run(damaged, *args, "--resume")
+    assert "checkpoint step 6" in repaired.stderr and "falling back to step 5" in repaired.stderr, repaired.stderr[-2000:]
+    assert "iteration 4/6" in repaired.stderr
+    again = _run(damaged, *args, "--resume")
+    assert "falling back" not in again.stderr and "iteration 6/6" in again.stderr, again.stderr[-2000:]
+    with checkpoint.Checkpointer(damaged / "checkpoints") as saver:
+        assert saver.all_steps() == [4, 5, 6]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # every kept step restores and verifies
+            for step in (6, 5):
+                assert saver.restore_latest(_abstract_state(32 * 6, 1), config=None).step == step
+                saver.delete_steps_after(step - 1)
+    assert _metric_rows(damaged) == _metric_rows(whole)
+
+
+@pytest.mark.parametrize("saved_on, resumed_on", [(8, 1), (1, 8)])
+def test_sweep_checkpoint_resumes_on_another_device_count(tmp_path, saved_on, resumed_on):
     args = [*TINY, "--config.total-env-steps", str(32 * 8), "--iterations", "4", "--sweep", "learning_rate=1e-3,3e-3",
             "--seeds", "4", "--max-to-keep", "0"]  # fmt: skip
-    eight, one = tmp_path / "eight", tmp_path / "one"
-    _run(eight, *args, "--mesh", "8", "1", devices=8)
+    mesh = lambda devices: ["--mesh", str(devices), "1"]  # noqa: E731
+    moved, one = tmp_path / "moved", tmp_path / "one"
+    _run(moved, *args, *mesh(saved_on), devices=saved_on)
     for step in (3, 4):  # back to the state after iteration 2, as if the run had stopped there
-        shutil.rmtree(eight / "checkpoints" / str(step))
-    _run(eight, *args, "--resume")  # one device, no mesh
+        shutil.rmtree(moved / "checkpoints" / str(step))
+    _run(moved, *args, *mesh(resumed_on), "--resume", devices=resumed_on)
     _run(one, *args)
-    rows_resumed, rows_one = _metric_rows(eight), _metric_rows(one)
+    rows_resumed, rows_one = _metric_rows(moved), _metric_rows(one)
     assert len(rows_resumed) == len(rows_one) == 8 * 8
     for a, b in zip(rows_resumed, rows_one, strict=True):
         assert a.keys() == b.keys()
@@ -107,9 +143,31 @@ def test_members_spread_over_host_devices_without_deadlock(tmp_path):
     checkpointed iterations. (The state digest once launched small all-reduce programs, which
     deadlocked XLA:CPU's 2 host devices within a few iterations; it now sums shards per device.)
     """
-    env = {name: value for name, value in _env().items() if name != "XLA_FLAGS"}
+    env = {name: value for name, value in cpu_devices_env(1).items() if name != "XLA_FLAGS"}
     args = ["--seeds", "2", "--config.total-env-steps", str(512 * 32), "--iterations", "16", "--cpu-devices", "2"]
     out = subprocess.run(_cli(tmp_path, *args), capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "mesh: {'sweep': 2, 'data': 1} of 2 cpu devices" in out.stdout
     assert len(_metric_rows(tmp_path)) == 2 * 32
+
+
+def test_members_that_do_not_divide_the_mesh_are_one_line(tmp_path):
+    out = _run(tmp_path / "run", *TINY, "--seeds", "3", "--mesh", "2", "1", devices=2, check=False)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "error: 3 members do not divide over the mesh's sweep axis (2 devices); change the seeds, the sweep or the mesh"
+    ], out.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_dropped_trainer_frees_its_agent_and_compiled_programs(tmp_path):
+    """No global cache holds programs: a notebook that sweeps configs keeps only the trainers it keeps."""
+    import gc
+    import weakref
+
+    config = PPOConfig(env="probe:action_reward", num_envs=8, rollout_length=4, num_minibatches=2, total_env_steps=32 * 2, hidden_sizes=(16,))
+    trainer = loop.Trainer(PPO.build(config), 1)
+    loop.run(trainer, sweep.member_hparams(PPOHyperparams(), [{}], 2), sweep.member_keys(0, 1, 2), run_dir=tmp_path)
+    held = [weakref.ref(trainer), weakref.ref(trainer.agent), *map(weakref.ref, trainer.compiled)]
+    del trainer
+    gc.collect()
+    assert [ref() for ref in held] == [None] * len(held)

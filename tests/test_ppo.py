@@ -7,18 +7,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrl_si.logging import final_episode_return
-from jaxrl_si.agents.ppo import PPOConfig, PPOHyperparams, build_env_and_network, make_train
+from jaxrl_si.agents.ppo import PPO, PPOConfig, PPOHyperparams
+from jaxrl_si.metrics import final_episode_return
 
 PROBE = dict(num_envs=16, rollout_length=4, num_epochs=4, num_minibatches=2, total_env_steps=64 * 100, hidden_sizes=(32,))
 PROBE_HPARAMS = PPOHyperparams(learning_rate=3e-3, gamma=0.9, ent_coef=0.0, max_grad_norm=1.0)
 
 
 def _train_probe(name: str, **overrides):
-    config = PPOConfig(env=f"probe:{name}", **{**PROBE, **overrides})
-    state, metrics = jax.jit(make_train(config))(PROBE_HPARAMS, jax.random.key(0))
-    _, network = build_env_and_network(config)
-    return (lambda obs: network.apply(state.params, jnp.array([[obs]], jnp.float32))), metrics
+    agent = PPO.build(PPOConfig(env=f"probe:{name}", **{**PROBE, **overrides}))
+    state, metrics = jax.jit(agent.train)(PROBE_HPARAMS, jax.random.key(0))
+    return (lambda obs: agent.network.apply(state.params, jnp.array([[obs]], jnp.float32))), metrics
 
 
 def test_probe_constant_reward_value_is_one():
@@ -61,7 +60,7 @@ def test_probe_continuous_action_gaussian_mean_is_optimal():
 
 def test_vmapped_sweep_member_equals_single_run():
     config = PPOConfig(env="probe:action_reward", **{**PROBE, "total_env_steps": 64 * 5})
-    train = make_train(config)
+    train = PPO.build(config).train
     learning_rates = jnp.array([1e-3, 3e-3])
     stacked = PROBE_HPARAMS.replace(learning_rate=learning_rates)
     in_axes = (PPOHyperparams(learning_rate=0, gamma=None, gae_lambda=None, clip_eps=None, ent_coef=None, vf_coef=None, max_grad_norm=None), None)
@@ -76,7 +75,7 @@ def test_cartpole_learns_fast_version():
     # CI version of the 5e5-step learning bar: 4 seeds, 1.5e5 steps, PureJaxRL's config otherwise.
     config = PPOConfig(total_env_steps=150_000)
     keys = jax.random.split(jax.random.key(0), 4)
-    _, metrics = jax.jit(jax.vmap(make_train(config), in_axes=(None, 0)))(PPOHyperparams(), keys)
+    _, metrics = jax.jit(jax.vmap(PPO.build(config).train, in_axes=(None, 0)))(PPOHyperparams(), keys)
     final = final_episode_return(metrics["episode/return"], metrics["episode/count"], 30)
     first = np.nanmean(np.asarray(metrics["episode/return"])[:, :5], axis=1)
     assert np.all(final > 3 * first), (first, final)
@@ -88,7 +87,7 @@ def test_cartpole_reaches_475_for_seven_of_eight_seeds():
     """The issue's bar: PureJaxRL's CartPole config, 5e5 steps, mean return >= 475 for 7/8 seeds."""
     config = PPOConfig()
     keys = jax.random.split(jax.random.key(42), 8)
-    _, metrics = jax.jit(jax.vmap(make_train(config), in_axes=(None, 0)))(PPOHyperparams(), keys)
+    _, metrics = jax.jit(jax.vmap(PPO.build(config).train, in_axes=(None, 0)))(PPOHyperparams(), keys)
     final = final_episode_return(metrics["episode/return"], metrics["episode/count"], 20)
     assert np.sum(final >= 475) >= 7, final
 
@@ -123,7 +122,7 @@ def test_brax_inverted_pendulum_learns_fast_version():
     # CI version of the Brax bar: 1.2e5 steps lift the return well above a random policy's
     # (about 5); the full run (1e6 steps, return near the 1000 maximum) is in experiments/README.md.
     config = PPOConfig(env="brax:inverted_pendulum", num_envs=64, rollout_length=32, total_env_steps=64 * 32 * 60, normalize_observations=True)
-    _, metrics = jax.jit(make_train(config))(PPOHyperparams(learning_rate=3e-4, gamma=0.97, ent_coef=0.0), jax.random.key(0))
+    _, metrics = jax.jit(PPO.build(config).train)(PPOHyperparams(learning_rate=3e-4, gamma=0.97, ent_coef=0.0), jax.random.key(0))
     final = final_episode_return(np.asarray(metrics["episode/return"])[None], np.asarray(metrics["episode/count"])[None], 10)[0]
     first = float(np.nanmean(np.asarray(metrics["episode/return"])[:3]))
     assert final > 60 and final > 5 * first, (first, final)

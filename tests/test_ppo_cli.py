@@ -7,8 +7,9 @@ import pytest
 
 from experiments.ppo import RunConfig, main
 from jaxrl_si.agents.ppo import PPOConfig, PPOHyperparams
-from jaxrl_si.logging import final_episode_return, read_jsonl
 from jaxrl_si.loop import updates_per_iteration
+from jaxrl_si.metrics import final_episode_return
+from jaxrl_si.sinks import read_jsonl
 
 
 def test_tiny_run_writes_every_artifact(tmp_path):
@@ -48,3 +49,42 @@ def test_unknown_flag_is_an_error():
     parsed = tyro.cli(RunConfig, args=["--config.num-envs", "8", "--hparams.gamma", "0.9", "--mesh", "4", "2", "--resume"])
     assert parsed.config.num_envs == 8 and parsed.hparams.gamma == 0.9
     assert parsed.mesh == (4, 2) and parsed.resume
+
+
+BAD_INPUTS = [
+    (["--sweep", "learning_rate"], "expected name=values in the sweep spec, got 'learning_rate'"),
+    (["--sweep", "learning_rate=1e-3,abc"], "learning_rate: 'abc' is not a number"),
+    (["--sweep", "random:4 learning_rate=normal(0,1)"], "unknown distribution 'normal'"),
+    (["--sweep", "random:x learning_rate=uniform(0,1)"], "'x' is not an integer"),
+    (["--sweep", "lr=1e-3,3e-3"], "unknown hyperparameter 'lr' in the sweep"),
+    (["--sweep", "missing.json"], "cannot read the sweep file missing.json"),
+    (["--seeds", "4", "--mesh", "64", "1"], "mesh (sweep=64, data=1) needs 64 devices"),
+    (["--config.env", "gymnax:NoSuchEnv-v0"], "unknown gymnax environment 'NoSuchEnv-v0'"),
+    (["--config.env", "nobackend:x"], "must be '<backend>:<env>'"),
+]
+PARSE_ERRORS = [  # found by tyro while it builds the config: its own framed message, no traceback
+    (["--config.num-minibatches", "3"], "PPOConfig.num_minibatches=3 must divide num_envs * rollout_length = 512"),
+    (["--config.learning-rat", "1e-3"], "Unrecognized options: --config.learning-rat"),
+]
+
+
+def _cli_error(args, run_dir, capsys) -> str:
+    from experiments import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(RunConfig, main, args=[*args, "--run-dir", str(run_dir)])
+    assert exit_info.value.code == 2
+    assert not run_dir.exists()  # nothing written before the mistake was found
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_a_users_mistake_is_one_line_without_traceback(args, message, tmp_path, capsys):
+    lines = _cli_error(args, tmp_path / "run", capsys).strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+@pytest.mark.parametrize("args, message", PARSE_ERRORS, ids=[" ".join(a) for a, _ in PARSE_ERRORS])
+def test_a_bad_flag_is_reported_by_the_parser_without_traceback(args, message, tmp_path, capsys):
+    err = _cli_error(args, tmp_path / "run", capsys)
+    assert "Traceback" not in err and message in " ".join(err.replace("│", " ").split()), err

@@ -10,8 +10,7 @@ import dataclasses
 import pathlib
 import time
 
-import tyro
-
+from experiments import cli
 from experiments.preference_bandits.deterministic import (
     DeterministicConfig,
     format_deterministic_table,
@@ -57,4 +56,4 @@ def main(config: BanditsConfig) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(BanditsConfig))
+    cli.main(BanditsConfig, main)

@@ -39,6 +39,7 @@ import optax
 from jaxtyping import Array, Float
 
 from experiments.preference_bandits.common import kl_divergence, minimize_logits_recorded
+from jaxrl_si.errors import ConfigError
 from jaxrl_si.losses import dpo_loss, ipo_loss
 
 PairLoss = Callable[..., Float[Array, "B"]]  # (pi_w, pi_l, ref_w, ref_l) log-probs -> [B] loss
@@ -58,17 +59,17 @@ class DeterministicConfig:
     def __post_init__(self):
         probs = self.reference_probs
         if len(probs) < 2 or any(not p > 0 for p in probs) or not math.isclose(sum(probs), 1.0, abs_tol=1e-6):
-            raise ValueError(f"`reference_probs` must be >= 2 positive probabilities summing to 1, got {probs}.")
+            raise ConfigError(f"`reference_probs` must be >= 2 positive probabilities summing to 1, got {probs}.")
         for name in ("betas", "taus"):
             values = getattr(self, name)
             if len(values) == 0 or any(not (v > 0 and math.isfinite(v)) for v in values):
-                raise ValueError(f"`{name}` must be a non-empty tuple of positive finite values, got {values}.")
+                raise ConfigError(f"`{name}` must be a non-empty tuple of positive finite values, got {values}.")
         if self.steps < 1:
-            raise ValueError(f"`steps` must be >= 1, got {self.steps}.")
+            raise ConfigError(f"`steps` must be >= 1, got {self.steps}.")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"`learning_rate` must be positive and finite, got {self.learning_rate}.")
+            raise ConfigError(f"`learning_rate` must be positive and finite, got {self.learning_rate}.")
         if self.record_every < 1 or self.steps % self.record_every:
-            raise ValueError(f"`record_every` must be >= 1 and divide `steps` ({self.steps}), got {self.record_every}.")
+            raise ConfigError(f"`record_every` must be >= 1 and divide `steps` ({self.steps}), got {self.record_every}.")
 
 
 class DeterministicResults(NamedTuple):

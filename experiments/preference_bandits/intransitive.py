@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.preference_bandits.common import minimize_logits, total_variation
+from jaxrl_si.errors import ConfigError
 from jaxrl_si.losses import dpo_loss, inpo_loss, reinforce_loss, rloo_advantages, sppo_loss
 from jaxrl_si.preferences import bradley_terry_matrix, cyclic_preference_matrix, duality_gap, win_rates
 
@@ -74,19 +75,19 @@ class IntransitiveConfig:
     def __post_init__(self):
         for name in ("iterations", "groups", "inner_steps", "seeds"):
             if getattr(self, name) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+                raise ConfigError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
         if self.group_size < 2:
-            raise ValueError(f"`group_size` must be >= 2 (a tournament needs a pair), got {self.group_size}.")
+            raise ConfigError(f"`group_size` must be >= 2 (a tournament needs a pair), got {self.group_size}.")
         if len(self.cycle) != 3 or not all(0 < v <= 0.5 for v in self.cycle):
-            raise ValueError(f"`cycle` must be three values in (0, 0.5], got {self.cycle}.")
+            raise ConfigError(f"`cycle` must be three values in (0, 0.5], got {self.cycle}.")
         pi0 = self.initial_policy
         if len(pi0) != 3 or min(pi0) <= 0 or not math.isclose(sum(pi0), 1.0, abs_tol=1e-6):
-            raise ValueError(f"`initial_policy` must be three positive probabilities summing to 1, got {pi0}.")
+            raise ConfigError(f"`initial_policy` must be three positive probabilities summing to 1, got {pi0}.")
         for name in ("inner_learning_rate", "dpo_beta", "sppo_eta", "inpo_eta", "spo_learning_rate"):
             if not getattr(self, name) > 0:
-                raise ValueError(f"`{name}` must be > 0, got {getattr(self, name)}.")
+                raise ConfigError(f"`{name}` must be > 0, got {getattr(self, name)}.")
         if not 0 <= self.inpo_tau <= self.inpo_eta:
-            raise ValueError(f"`inpo_tau` must lie in [0, inpo_eta={self.inpo_eta}], got {self.inpo_tau}.")
+            raise ConfigError(f"`inpo_tau` must lie in [0, inpo_eta={self.inpo_eta}], got {self.inpo_tau}.")
 
     def games(self) -> tuple[np.ndarray, np.ndarray]:
         """Stacked preference matrices `[2, 3, 3]` and their Nash policies `[2, 3]` (cyclic, transitive)."""

@@ -1,4 +1,4 @@
-"""Agents: one module an algorithm, each `init` + `update` on an immutable state pytree."""
+"""Agents: one module an algorithm, each a frozen agent with pure `init` / `update` (see README.md)."""
 
 from jaxrl_si.agents import ppo
 

@@ -8,7 +8,20 @@ Brax, `'jaxrl_si[playground]'` for MuJoCo Playground).
 """
 
 from jaxrl_si.envs.brax_env import BraxEnv, BraxStyleEnv
-from jaxrl_si.envs.core import Box, Discrete, Env, Space, TimeStep, Wrapper, initial_timestep, transition_timestep
+from jaxrl_si.envs.core import (
+    Box,
+    Discrete,
+    Env,
+    MissingBackendError,
+    Space,
+    TimeStep,
+    Wrapper,
+    cast_like,
+    constrain_env_state,
+    initial_timestep,
+    strong_dtypes,
+    transition_timestep,
+)
 from jaxrl_si.envs.gymnax_env import GymnaxEnv
 from jaxrl_si.envs.playground_env import PlaygroundEnv
 from jaxrl_si.envs.probes import (
@@ -58,6 +71,7 @@ __all__ = [
     "EpisodeStatistics",
     "EpisodeStatsState",
     "GymnaxEnv",
+    "MissingBackendError",
     "NormalizeObsState",
     "NormalizeObservation",
     "ObservationActionEnv",
@@ -73,9 +87,12 @@ __all__ = [
     "TwoStepEnv",
     "VectorEnv",
     "Wrapper",
+    "cast_like",
+    "constrain_env_state",
     "env_names",
     "initial_timestep",
     "make",
+    "strong_dtypes",
     "transition_timestep",
     "vectorize",
     "wrap_for_training",

@@ -20,12 +20,13 @@ from jaxrl_si.envs.core import (
     BackendEnv,
     Box,
     TimeStep,
-    _like,
-    _strong,
+    cast_like,
     import_backend,
     initial_timestep,
+    strong_dtypes,
     transition_timestep,
 )
+from jaxrl_si.errors import ConfigError
 
 
 class BraxStyleEnv(BackendEnv):
@@ -46,12 +47,12 @@ class BraxStyleEnv(BackendEnv):
         super().__init__(name, Box(-math.inf, math.inf, obs.shape), Box(-1.0, 1.0, (int(env.action_size),)))
 
     def reset(self, key: PRNGKeyArray) -> tuple[Any, TimeStep]:
-        state = _strong(self.backend_env.reset(key))
+        state = strong_dtypes(self.backend_env.reset(key))
         return state, initial_timestep(state.obs.astype(jnp.float32))
 
     def step(self, state, action: Array, key: PRNGKeyArray) -> tuple[Any, TimeStep]:
         del key
-        new_state = _like(self.backend_env.step(state, action), state)
+        new_state = cast_like(self.backend_env.step(state, action), state)
         ts = transition_timestep(new_state.obs.astype(jnp.float32), new_state.reward, new_state.done > 0.5, False)
         return new_state, ts
 
@@ -73,7 +74,7 @@ class BraxEnv(BraxStyleEnv):
         envs = import_backend("brax.envs", backend="brax")
         valid = brax_env_names()
         if valid and name not in valid:
-            raise ValueError(f"unknown brax environment {name!r}; choose one of {valid}")
+            raise ConfigError(f"unknown brax environment {name!r}; choose one of {valid}")
         with jax.ensure_compile_time_eval():  # concrete system arrays even when traced
             env = envs.get_environment(name, **env_kwargs)
         super().__init__(env, name)

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
+from jaxrl_si.layout import Constrain
 
 
 class TimeStep(flax.struct.PyTreeNode):
@@ -163,6 +164,14 @@ class Env(abc.ABC):
         """The innermost environment under all wrappers."""
         return self
 
+    def env_axis_leaves(self, state: Any) -> Any:
+        """A pytree like `state`: True for each leaf with a leading env axis `[num_envs, ...]`.
+
+        Data parallelism splits those leaves over devices and keeps the others (statistics
+        pooled over the environments) whole. A single environment has no env axis: all False.
+        """
+        return jax.tree.map(lambda _: False, state)
+
     @property
     def num_envs(self) -> int | None:
         """Batch size of a vectorised env, `None` for a single environment."""
@@ -231,6 +240,19 @@ class Wrapper(Env):
     def unwrapped(self) -> Env:
         return self.env.unwrapped
 
+    def env_axis_leaves(self, state: Any) -> Any:
+        """The inner env's answer, for a wrapper whose state is its inner env's.
+
+        A wrapper that overrides `reset` returns a state of its own, whose leaves only it knows:
+        it must override this method too, or data parallelism could split a pooled statistic.
+        """
+        if type(self).reset is not Wrapper.reset:
+            raise NotImplementedError(
+                f"{type(self).__name__} keeps a state of its own (it overrides reset): define "
+                f"env_axis_leaves(state) to say which of its leaves carry the env axis"
+            )
+        return self.env.env_axis_leaves(state)
+
     @property
     def num_envs(self) -> int | None:
         return self.env.num_envs
@@ -239,12 +261,16 @@ class Wrapper(Env):
         return f"{type(self).__name__}({self.env!r})"
 
 
+class MissingBackendError(ImportError):
+    """An optional environment backend is not installed; the message names the extra to install."""
+
+
 def import_backend(module: str, *, backend: str, extra: str = "envs"):
-    """Import an optional backend module, or raise `ImportError` naming the extra to install."""
+    """Import an optional backend module, or raise `MissingBackendError` naming the extra to install."""
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(
+        raise MissingBackendError(
             f"The {backend} environments need the optional package `{module.split('.')[0]}`, "
             f"which is not installed; install it with: pip install 'jaxrl_si[{extra}]'"
         ) from err
@@ -257,20 +283,28 @@ def check_positive_int(name: str, value) -> int:
     return int(value)
 
 
-def _strong(tree):
+def constrain_env_state(env: Env, state: Any, constrain: Constrain) -> Any:
+    """`constrain` (the layout hook) applied to the leaves of `state` that carry the env axis.
+
+    `env.env_axis_leaves(state)` says which; pooled leaves are left as they are.
+    """
+    return jax.tree.map(lambda leaf, batched: constrain(leaf) if batched else leaf, state, env.env_axis_leaves(state))
+
+
+def strong_dtypes(tree):
     """Every leaf as a strongly typed array of its own dtype.
 
-    Python scalars and weakly typed leaves (e.g. `reward = 1.0`, MJX `data.time`) would give
-    the state a different type after `reset` than after `step`, so `lax.scan` refuses the
-    carry or `jit` recompiles on the second call (platform notes, section 5).
+    Python scalars and weakly typed leaves (e.g. `reward = 1.0`, MJX `data.time`, gymnax's
+    `time` counter) would give the state a different type after `reset` than after `step`:
+    `lax.scan` then refuses the carry, or `jit` recompiles on the second call.
     """
     return jax.tree.map(lambda x: _cast(x, x), tree)
 
 
-def _like(tree, ref):
+def cast_like(tree, ref):
     """Cast `tree`'s leaves to the dtypes of `ref`'s (same structure), strongly typed."""
     if jax.tree.structure(tree) != jax.tree.structure(ref):
-        return _strong(tree)
+        return strong_dtypes(tree)
     return jax.tree.map(_cast, tree, ref)
 
 

@@ -23,12 +23,13 @@ from jaxrl_si.envs.core import (
     Discrete,
     Space,
     TimeStep,
-    _like,
-    _strong,
+    cast_like,
     import_backend,
     initial_timestep,
+    strong_dtypes,
     transition_timestep,
 )
+from jaxrl_si.errors import ConfigError
 
 
 def gymnax_env_names() -> list[str]:
@@ -61,7 +62,7 @@ class GymnaxEnv(BackendEnv):
     def __init__(self, name: str, *, params: Mapping[str, Any] | None = None, **env_kwargs):
         valid = gymnax_env_names()
         if name not in valid:
-            raise ValueError(f"unknown gymnax environment {name!r}; choose one of {sorted(valid)}")
+            raise ConfigError(f"unknown gymnax environment {name!r}; choose one of {sorted(valid)}")
         gymnax = import_backend("gymnax", backend="gymnax")
         # gymnax builds spaces and tables with jnp: keep them concrete if we are being traced.
         with jax.ensure_compile_time_eval():
@@ -76,17 +77,17 @@ class GymnaxEnv(BackendEnv):
     def reset(self, key: PRNGKeyArray) -> tuple[Any, TimeStep]:
         obs, state = self.gymnax_env.reset_env(key, self.params)
         # Strong dtypes (gymnax keeps e.g. `time` as a Python int) so reset and step states match.
-        return _strong(state), initial_timestep(obs.astype(jnp.float32))
+        return strong_dtypes(state), initial_timestep(obs.astype(jnp.float32))
 
     def step(self, state, action: Array, key: PRNGKeyArray) -> tuple[Any, TimeStep]:
         obs, new_state, reward, terminated, _ = self.gymnax_env.step_env(key, state, action, self.params)
         truncated = self.gymnax_env.is_truncated(new_state, self.params)
-        return _like(new_state, state), transition_timestep(obs.astype(jnp.float32), reward, terminated, truncated)
+        return cast_like(new_state, state), transition_timestep(obs.astype(jnp.float32), reward, terminated, truncated)
 
 
 def _override_params(default_params, overrides: Mapping[str, Any]):
     names = {f.name for f in dataclasses.fields(default_params)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise ValueError(f"unknown gymnax params {unknown}; valid fields: {sorted(names)}")
+        raise ConfigError(f"unknown gymnax params {unknown}; valid fields: {sorted(names)}")
     return default_params.replace(**overrides) if overrides else default_params

@@ -20,11 +20,12 @@ from collections.abc import Callable
 from jaxrl_si.envs.core import Env
 from jaxrl_si.envs.probes import PROBES
 from jaxrl_si.envs.wrappers import TimeLimit
+from jaxrl_si.errors import ConfigError
 
 
 def _make_probe(name: str, **kwargs) -> Env:
     if name not in PROBES:
-        raise ValueError(f"unknown probe environment {name!r}; choose one of {sorted(PROBES)}")
+        raise ConfigError(f"unknown probe environment {name!r}; choose one of {sorted(PROBES)}")
     return PROBES[name](**kwargs)
 
 
@@ -67,7 +68,7 @@ def make(name: str, **kwargs) -> Env:
     """
     backend, sep, env_name = name.partition(":")
     if not sep or backend not in _FACTORIES:
-        raise ValueError(f"environment name {name!r} must be '<backend>:<env>' with backend one of {list(BACKENDS)}")
+        raise ConfigError(f"environment name {name!r} must be '<backend>:<env>' with backend one of {list(BACKENDS)}")
     return _FACTORIES[backend](env_name, **kwargs)
 
 
@@ -82,5 +83,5 @@ def env_names(backend: str) -> list[str]:
     elif backend == "playground":
         from jaxrl_si.envs.playground_env import playground_env_names as names
     else:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
     return names()

@@ -59,6 +59,9 @@ class TimeLimit(Wrapper):
         ts = ts.replace(truncated=ts.truncated | (steps >= self.max_steps))
         return TimeLimitState(env_state, steps), ts
 
+    def env_axis_leaves(self, state: TimeLimitState) -> TimeLimitState:
+        return TimeLimitState(self.env.env_axis_leaves(state.env_state), self.env.num_envs is not None)
+
 
 class AutoReset(Wrapper):
     """Resets the inner env when an episode ends (terminated or truncated) within the same step.
@@ -107,6 +110,10 @@ class CachedAutoReset(Wrapper):
         new_state = state.replace(env_state=env_state)
         return new_state, ts.replace(obs=jnp.where(done, state.initial_obs, ts.obs))
 
+    def env_axis_leaves(self, state: CachedResetState) -> CachedResetState:
+        inner = self.env.env_axis_leaves
+        return CachedResetState(inner(state.env_state), inner(state.initial_state), self.env.num_envs is not None)
+
 
 class EpisodeStatsState(flax.struct.PyTreeNode):
     env_state: object
@@ -149,6 +156,10 @@ class EpisodeStatistics(Wrapper):
     def _with_info(ts: TimeStep, state: EpisodeStatsState) -> TimeStep:
         info = {**ts.info, "episode_return": state.last_return, "episode_length": state.last_length}
         return ts.replace(info=info)
+
+    def env_axis_leaves(self, state: EpisodeStatsState) -> EpisodeStatsState:
+        own = self.env.num_envs is not None
+        return EpisodeStatsState(self.env.env_axis_leaves(state.env_state), own, own, own, own)
 
 
 class RescaleAction(Wrapper):
@@ -211,6 +222,10 @@ class VectorEnv(Wrapper):
 
     def step(self, state, action: Array, key: PRNGKeyArray):
         return jax.vmap(self.env.step)(state, action, jax.random.split(key, self._num_envs))
+
+    def env_axis_leaves(self, state):
+        """Every leaf: each is the stack of `num_envs` single-env leaves."""
+        return jax.tree.map(lambda _: True, state)
 
 
 def vectorize(env: Env, num_envs: int) -> VectorEnv:
@@ -288,6 +303,10 @@ class NormalizeObservation(Wrapper):
     def step(self, state: NormalizeObsState, action: Array, key: PRNGKeyArray):
         env_state, ts = self.env.step(state.env_state, action, key)
         return self._normalized(env_state, ts, state.obs_stats)
+
+    def env_axis_leaves(self, state: NormalizeObsState) -> NormalizeObsState:
+        """The inner env's leaves as it says; the statistics are pooled over the environments."""
+        return NormalizeObsState(self.env.env_axis_leaves(state.env_state), jax.tree.map(lambda _: False, state.obs_stats))
 
     def _normalized(self, env_state, ts: TimeStep, stats: RunningMeanStd):
         if self.update_stats:

@@ -1,0 +1,56 @@
+"""What every experiment's command line shares: a typed config from flags, and one line per user mistake.
+
+    if __name__ == "__main__":
+        cli.main(RunConfig, run)
+
+`tyro` turns the frozen config dataclass into flags (every field, nested ones as
+`--config.num-envs`; unknown flags are refused with usage). A mistake in what the user asked
+for, found while parsing or running, is printed as one line on stderr, `error: ...`, with exit
+status 2: an invalid setting (`ConfigError`: an unknown name, a size that does not divide, a
+malformed sweep), a missing optional backend, a checkpoint that does not fit the run. Any
+other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import tyro
+
+from jaxrl_si.checkpoint import CheckpointError
+from jaxrl_si.envs import MissingBackendError
+from jaxrl_si.errors import ConfigError
+
+USER_ERRORS = (ConfigError, CheckpointError, MissingBackendError)
+
+Config = TypeVar("Config")
+
+
+def main(
+    config_type: type[Config],
+    run: Callable[[Config], Any],
+    *,
+    before_run: Callable[[Config], None] | None = None,
+    args: Sequence[str] | None = None,
+) -> Any:
+    """Parse `config_type` from `args` (default: `sys.argv`), call `before_run`, then `run`.
+
+    `before_run` is for what must happen before JAX starts (e.g. choosing the CPU device
+    count). Returns what `run` returns; exits with status 2 and one line on stderr for the
+    errors in `USER_ERRORS`.
+    """
+    try:
+        config = tyro.cli(config_type, args=args)
+        if before_run is not None:
+            before_run(config)
+        return run(config)
+    except USER_ERRORS as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message with its whitespace (newlines included) collapsed to single spaces."""
+    return " ".join(str(error).split()) or type(error).__name__

@@ -1,0 +1,123 @@
+"""Plots a researcher looks at: learning curves per setting, sweep heat maps, score vs a swept value.
+
+Matplotlib is imported on first use (Agg backend), so importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+def plot_learning_curves(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: str | pathlib.Path,
+    *,
+    xlabel: str = "environment steps",
+    ylabel: str = "episode return",
+    title: str = "",
+) -> pathlib.Path:
+    """One line per setting: the mean over seeds, with a min-max band.
+
+    Args:
+      curves: name -> (x `[U]`, y `[S, U]`); NaN entries of y (no episode ended) are skipped.
+      path: output PNG.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7 + 3 * (len(curves) > 6), 4.2), dpi=120)  # room for a legend beside
+    colors = plt.get_cmap("tab10" if len(curves) <= 10 else "tab20" if len(curves) <= 20 else "viridis")
+    for index, (name, (x, y)) in enumerate(curves.items()):
+        color = colors(index if len(curves) <= 20 else index / (len(curves) - 1))
+        y = np.atleast_2d(np.asarray(y, dtype=np.float64))
+        valid = ~np.all(np.isnan(y), axis=0)
+        mean = np.nanmean(y[:, valid], axis=0)
+        ax.plot(np.asarray(x)[valid], mean, color=color, label=f"{name} (n={y.shape[0]})")
+        if y.shape[0] > 1:
+            ax.fill_between(np.asarray(x)[valid], np.nanmin(y[:, valid], 0), np.nanmax(y[:, valid], 0), color=color, alpha=0.15)
+    return _finish(fig, ax, path, xlabel=xlabel, ylabel=ylabel, title=title)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_heatmap(
+    values: np.ndarray,
+    row_values: Sequence[float],
+    column_values: Sequence[float],
+    names: Sequence[str],
+    path: str | pathlib.Path,
+    *,
+    label: str = "final return (mean over seeds)",
+) -> pathlib.Path:
+    """A 2-D grid sweep as a heat map, each cell annotated with its value.
+
+    Args:
+      values: `[R, C]` one score per grid cell (NaN drawn blank).
+      row_values, column_values: the swept values of `names[0]` (rows) and `names[1]` (columns).
+    """
+    plt = _pyplot()
+    values = np.asarray(values, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(1.2 * len(column_values) + 2.5, 0.8 * len(row_values) + 1.8), dpi=120)
+    image = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(len(column_values)), [f"{v:.3g}" for v in column_values])
+    ax.set_yticks(range(len(row_values)), [f"{v:.3g}" for v in row_values])
+    ax.set_xlabel(names[1])
+    ax.set_ylabel(names[0])
+    finite = values[np.isfinite(values)]
+    middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+    for (r, c), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(c, r, f"{v:.3g}", ha="center", va="center", color="black" if v > middle else "white", fontsize=8)
+    fig.colorbar(image, ax=ax, label=label)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_metric_vs_value(
+    values: Sequence[float], scores: np.ndarray, name: str, path: str | pathlib.Path, *, label: str = "final return"
+) -> pathlib.Path:
+    """A 1-D sweep: score against the swept value, mean over seeds with each seed as a dot.
+
+    Args:
+      values: `[S]` the swept values (log x axis when all positive and spanning > 10x).
+      scores: `[S, seeds]`.
+    """
+    plt = _pyplot()
+    values, scores = np.asarray(values, np.float64), np.asarray(scores, np.float64)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for seed in range(scores.shape[1]):
+        ax.scatter(values, scores[:, seed], color="gray", s=10, alpha=0.6)
+    ax.plot(values, np.nanmean(scores, axis=1), marker="o", label=f"mean over {scores.shape[1]} seed(s)")
+    if values.min() > 0 and values.max() > 10 * values.min():
+        ax.set_xscale("log")
+    return _finish(fig, ax, path, xlabel=name, ylabel=label)
+
+
+def _finish(fig, ax, path, *, xlabel: str, ylabel: str, title: str = "") -> pathlib.Path:
+    """Labels, grid and legend on a line plot, then save it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(ax.get_lines()) > 6:  # many lines: the legend goes beside the axes, not over the curves
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
+    else:
+        ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
+    path = pathlib.Path(path)
+    fig.savefig(path, bbox_inches="tight")  # keeps a legend placed outside the axes
+    fig.clf()
+    _pyplot().close(fig)
+    return path
