@@ -209,14 +209,21 @@ def test_jit_and_vmap_match_plain_call(name):
 
 
 @pytest.mark.parametrize("name", sorted(PAIR_LOSSES))
-def test_vmap_over_hyperparameter_compiles_once(name):
-    fn = jax.jit(PAIR_LOSSES[name])
+def test_vmap_over_hyperparameter_traces_once(name):
+    traces = []
+
+    def loss(a, b, c, d, h):
+        traces.append(1)  # Python side effect: runs only when JAX traces `loss`
+        return PAIR_LOSSES[name](a, b, c, d, h)
+
     a, b, c, d = jax.random.normal(jax.random.key(6), (4, 8))
     values = jnp.array([0.1, 0.5, 2.0])
-    swept = jax.vmap(fn, in_axes=(None, None, None, None, 0))(a, b, c, d, values)
+    swept = jax.jit(jax.vmap(loss, in_axes=(None, None, None, None, 0)))(a, b, c, d, values)
+    assert len(traces) == 1  # the whole sweep is one program
+    jitted = jax.jit(loss)
     for i, value in enumerate(values):
-        np.testing.assert_allclose(swept[i], fn(a, b, c, d, value), rtol=1e-5, atol=1e-6)
-    assert fn._cache_size() == 2  # one trace for the vmapped call, one for the scalar calls
+        np.testing.assert_allclose(swept[i], jitted(a, b, c, d, value), rtol=1e-5, atol=1e-6)
+    assert len(traces) == 2  # the first scalar call traces; the other values reuse its program
 
 
 # --- errors name the argument ------------------------------------------------------------------
@@ -245,6 +252,7 @@ V = jnp.zeros(3)
         (lambda: cpl_loss(jnp.zeros((2, 3)), jnp.zeros((2, 3)), alpha=0.1, conservative_bias=0.0), "conservative_bias"),
         (lambda: cpl_loss(jnp.zeros((2, 3)), jnp.zeros((2, 3)), alpha=0.1, conservative_bias=0.5, discount=1.5), "discount"),
         (lambda: cpl_loss(jnp.zeros((2, 3)), jnp.zeros((2, 3)), alpha=0.1, conservative_bias=0.5, mask=jnp.ones((2, 2))), "mask"),
+        (lambda: cpl_loss(jnp.zeros((2, 3)), jnp.zeros((2, 3)), alpha=0.1, conservative_bias=0.5, mask=jnp.ones((2, 3), int)), "mask"),
         (lambda: cpl_loss(jnp.zeros((2, 3)), jnp.zeros((2, 3)), alpha=0.0, conservative_bias=0.5), "alpha"),
         (lambda: bradley_terry_loss(V, jnp.zeros(2)), "rejected_rewards"),
     ],

@@ -10,23 +10,23 @@ Conventions (shared by every function here):
   `grpo_loss(logp, logp, ...)` is the usual one-update-per-sample case (ratio 1, gradient A).
 * Group-based advantages (RLOO, GRPO, LOOP) take rewards `[..., K]`, K samples per prompt on
   the last axis.
-* Shapes and dtypes are checked at trace time; hyperparameter ranges only when concrete (traced
+* The annotations are contracts (`jaxrl_si._contracts`): shapes and dtypes are checked on every
+  call, at trace time under `jit`; hyperparameter ranges only when concrete (traced
   hyperparameters, e.g. vmapped over a sweep, are not checked).
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, ArrayLike, Bool, Float
 
 from jaxrl_si import _checks
+from jaxrl_si._contracts import RealScalar, contract
 
-_Scalar = float | Float[Array, ""]
-_Mask = Bool[Array, "*B T"] | Float[Array, "*B T"]
+_Mask = Bool[ArrayLike, "*B T"] | Float[ArrayLike, "*B T"]
 _LOWER_BOUNDS = ("paper", "reciprocal")
 
 
@@ -45,7 +45,7 @@ def _check_clip_eps(clip_eps) -> None:
 def _check_group(rewards) -> None:
     _checks.check_float_array("rewards", rewards, min_rank=1)
     if rewards.shape[-1] < 2:
-        raise ValueError(
+        raise _checks.ArgumentValueError(
             f"`rewards` must hold K >= 2 samples per group on its last axis, got shape "
             f"{tuple(rewards.shape)}; a group of one has no baseline."
         )
@@ -67,18 +67,19 @@ def _standardize(x, *, axis, ddof, eps, mask=None):
 
 
 def _check_ddof_eps(ddof, eps) -> None:
-    if not isinstance(ddof, numbers.Integral) or ddof < 0:
-        raise ValueError(f"`ddof` must be a non-negative Python int, got {ddof!r}.")
+    if not isinstance(ddof, int) or ddof < 0:
+        raise _checks.ArgumentValueError(f"`ddof` must be a non-negative Python int, got {ddof!r}.")
     _checks.check_scalar_hyperparameter("eps", eps)
     _checks.check_in_interval("eps", eps, 0.0, float("inf"), high_open=True)
 
 
+@contract
 def ppo_clip_loss(
-    logp: Float[Array, "*B"],
-    logp_old: Float[Array, "*B"],
-    advantages: Float[Array, "*B"],
+    logp: Float[ArrayLike, "*B"],
+    logp_old: Float[ArrayLike, "*B"],
+    advantages: Float[ArrayLike, "*B"],
     *,
-    clip_eps: _Scalar,
+    clip_eps: RealScalar,
 ) -> Float[Array, "*B"]:
     r"""PPO clipped surrogate loss, per action.
 
@@ -108,18 +109,20 @@ def ppo_clip_loss(
     return -_clipped_surrogate(ratio, jax.lax.stop_gradient(advantages), 1.0 - clip_eps, 1.0 + clip_eps)
 
 
-def value_loss(values: Float[Array, "*B"], returns: Float[Array, "*B"]) -> Float[Array, "*B"]:
+@contract
+def value_loss(values: Float[ArrayLike, "*B"], returns: Float[ArrayLike, "*B"]) -> Float[Array, "*B"]:
     r"""Squared-error value loss 0.5 (V - R)^2, per state (the unclipped PPO value loss)."""
     _check_matching_floats([("values", values), ("returns", returns)])
     return 0.5 * jnp.square(values - jax.lax.stop_gradient(returns))
 
 
+@contract
 def clipped_value_loss(
-    values: Float[Array, "*B"],
-    values_old: Float[Array, "*B"],
-    returns: Float[Array, "*B"],
+    values: Float[ArrayLike, "*B"],
+    values_old: Float[ArrayLike, "*B"],
+    returns: Float[ArrayLike, "*B"],
     *,
-    clip_eps: _Scalar,
+    clip_eps: RealScalar,
 ) -> Float[Array, "*B"]:
     r"""PPO's clipped value loss, per state.
 
@@ -145,12 +148,13 @@ def clipped_value_loss(
     return 0.5 * jnp.maximum(jnp.square(values - returns), jnp.square(clipped - returns))
 
 
+@contract
 def normalize_advantages(
-    advantages: Float[Array, "*B"],
-    mask: Bool[Array, "*B"] | Float[Array, "*B"] | None = None,
+    advantages: Float[ArrayLike, "*B"],
+    mask: Bool[ArrayLike, "*B"] | Float[ArrayLike, "*B"] | None = None,
     *,
     ddof: int = 0,
-    eps: _Scalar = 1e-8,
+    eps: RealScalar = 1e-8,
 ) -> Float[Array, "*B"]:
     r"""Standardise advantages over all their entries: (A - mean A) / (std A + eps).
 
@@ -172,12 +176,15 @@ def normalize_advantages(
         _checks.check_flag_array("mask", mask, "advantages", advantages)
     _check_ddof_eps(ddof, eps)
     if mask is None and advantages.size <= ddof:
-        raise ValueError(f"`advantages` needs more than ddof={ddof} entries, got shape {advantages.shape}.")
+        raise _checks.ArgumentValueError(
+            f"`advantages` needs more than ddof={ddof} entries, got shape {advantages.shape}."
+        )
     axes = tuple(range(advantages.ndim))
     return _standardize(advantages, axis=axes, ddof=ddof, eps=eps, mask=mask)
 
 
-def categorical_entropy(logits: Float[Array, "*B A"]) -> Float[Array, "*B"]:
+@contract
+def categorical_entropy(logits: Float[ArrayLike, "*B A"]) -> Float[Array, "*B"]:
     r"""Entropy H = -sum_a pi(a) log pi(a) of softmax(logits) over the last axis.
 
     Entries with logit -inf (masked actions) contribute 0, with finite gradients.
@@ -188,16 +195,18 @@ def categorical_entropy(logits: Float[Array, "*B A"]) -> Float[Array, "*B"]:
     return -jnp.sum(p * jnp.where(p > 0, log_p, 0.0), axis=-1)
 
 
-def gaussian_entropy(log_std: Float[Array, "*B A"]) -> Float[Array, "*B"]:
+@contract
+def gaussian_entropy(log_std: Float[ArrayLike, "*B A"]) -> Float[Array, "*B"]:
     r"""Entropy of a diagonal Gaussian: H = sum_i [log sigma_i + (1 + log 2 pi) / 2] (last axis)."""
     _checks.check_float_array("log_std", log_std, min_rank=1)
     return jnp.sum(log_std + 0.5 * (1.0 + math.log(2.0 * math.pi)), axis=-1)
 
 
+@contract
 def reinforce_loss(
-    logp: Float[Array, "*B"],
-    returns: Float[Array, "*B"],
-    baseline: Float[Array, "*B"] | None = None,
+    logp: Float[ArrayLike, "*B"],
+    returns: Float[ArrayLike, "*B"],
+    baseline: Float[ArrayLike, "*B"] | None = None,
 ) -> Float[Array, "*B"]:
     r"""REINFORCE with a baseline, per action: -(R - b) log pi(a | s).
 
@@ -220,7 +229,8 @@ def reinforce_loss(
     return -jax.lax.stop_gradient(advantages) * logp
 
 
-def rloo_advantages(rewards: Float[Array, "*B K"]) -> Float[Array, "*B K"]:
+@contract
+def rloo_advantages(rewards: Float[ArrayLike, "*B K"]) -> Float[Array, "*B K"]:
     r"""REINFORCE leave-one-out advantages within each group of K samples (last axis).
 
     Kool et al. 2019, "Buy 4 REINFORCE samples, get a baseline for free!" (ICLR workshop);
@@ -243,7 +253,8 @@ def rloo_advantages(rewards: Float[Array, "*B K"]) -> Float[Array, "*B K"]:
     return k / (k - 1) * (rewards - jnp.mean(rewards, axis=-1, keepdims=True))
 
 
-def loop_advantages(rewards: Float[Array, "*B K"]) -> Float[Array, "*B K"]:
+@contract
+def loop_advantages(rewards: Float[ArrayLike, "*B K"]) -> Float[Array, "*B K"]:
     r"""LOOP's leave-one-out advantages: the same estimator as `rloo_advantages` (an alias).
 
     Chen et al. 2025, "Reinforcement Learning for Long-Horizon Interactive LLM Agents", arXiv
@@ -253,8 +264,9 @@ def loop_advantages(rewards: Float[Array, "*B K"]) -> Float[Array, "*B K"]:
     return rloo_advantages(rewards)
 
 
+@contract
 def grpo_advantages(
-    rewards: Float[Array, "*B G"], *, ddof: int = 1, eps: _Scalar = 1e-4
+    rewards: Float[ArrayLike, "*B G"], *, ddof: int = 1, eps: RealScalar = 1e-4
 ) -> Float[Array, "*B G"]:
     r"""GRPO outcome-supervision advantages: rewards standardised within each group (last axis).
 
@@ -276,7 +288,8 @@ def grpo_advantages(
     return _standardize(rewards, axis=-1, ddof=ddof, eps=eps)
 
 
-def k3_kl(logp: Float[Array, "*B"], logp_ref: Float[Array, "*B"]) -> Float[Array, "*B"]:
+@contract
+def k3_kl(logp: Float[ArrayLike, "*B"], logp_ref: Float[ArrayLike, "*B"]) -> Float[Array, "*B"]:
     r"""Per-token k3 estimate of KL(pi || pi_ref) from samples of pi: always >= 0, unbiased.
 
     DeepSeekMath (arXiv 2402.03300) Eq. 4, after Schulman's "Approximating KL divergence" (2020):
@@ -300,7 +313,7 @@ def _check_sequence_inputs(named_logps, advantages, mask) -> None:
     first_name, first = named_logps[0]
     _checks.check_float_array("advantages", advantages)
     if advantages.shape != first.shape[:-1]:
-        raise ValueError(
+        raise _checks.ArgumentValueError(
             f"`advantages` must have shape {tuple(first.shape[:-1])} (one per sequence of "
             f"`{first_name}` {tuple(first.shape)}), got {tuple(advantages.shape)}."
         )
@@ -321,15 +334,16 @@ def _token_surrogate(logp, logp_old, advantages, mask, low, high):
     return _clipped_surrogate(jnp.exp(log_ratio), adv, low, high)
 
 
+@contract
 def grpo_loss(
-    logp: Float[Array, "*B T"],
-    logp_old: Float[Array, "*B T"],
-    logp_ref: Float[Array, "*B T"],
-    advantages: Float[Array, "*B"],
+    logp: Float[ArrayLike, "*B T"],
+    logp_old: Float[ArrayLike, "*B T"],
+    logp_ref: Float[ArrayLike, "*B T"],
+    advantages: Float[ArrayLike, "*B"],
     mask: _Mask,
     *,
-    clip_eps: _Scalar,
-    kl_coef: _Scalar,
+    clip_eps: RealScalar,
+    kl_coef: RealScalar,
 ) -> Float[Array, "*B"]:
     r"""GRPO loss per sequence: token-mean clipped surrogate minus a k3 KL penalty, negated.
 
@@ -364,13 +378,14 @@ def grpo_loss(
     return -_masked_token_mean(surrogate - kl_coef * kl, mask)
 
 
+@contract
 def loop_loss(
-    logp: Float[Array, "*B T"],
-    logp_old: Float[Array, "*B T"],
-    advantages: Float[Array, "*B"],
+    logp: Float[ArrayLike, "*B T"],
+    logp_old: Float[ArrayLike, "*B T"],
+    advantages: Float[ArrayLike, "*B"],
     mask: _Mask,
     *,
-    clip_eps: _Scalar,
+    clip_eps: RealScalar,
     lower_bound: str = "paper",
 ) -> Float[Array, "*B"]:
     r"""LOOP loss per rollout: per-token PPO clipped surrogate, averaged over the rollout's tokens.
@@ -397,7 +412,9 @@ def loop_loss(
     _check_sequence_inputs([("logp", logp), ("logp_old", logp_old)], advantages, mask)
     _check_clip_eps(clip_eps)
     if lower_bound not in _LOWER_BOUNDS:
-        raise ValueError(f"`lower_bound` must be one of {_LOWER_BOUNDS}, got {lower_bound!r}.")
+        raise _checks.ArgumentValueError(
+            f"`lower_bound` must be one of {_LOWER_BOUNDS}, got {lower_bound!r}."
+        )
     low = 1.0 - clip_eps if lower_bound == "paper" else 1.0 / (1.0 + clip_eps)
     surrogate = _token_surrogate(logp, logp_old, advantages, mask, low, 1.0 + clip_eps)
     return -_masked_token_mean(surrogate, mask)

@@ -7,17 +7,19 @@ Conventions (shared by every function here):
 * `*_logps` are sequence log-probabilities log pi(y | x), summed over the response's tokens
   (or, for CPL, per-step log pi(a_t | s_t) of shape `[B, T]`). `chosen` = preferred = y_w.
 * With r(y) = log pi(y) - log pi_ref(y), the log-ratio margin is z = r(y_w) - r(y_l).
-* Shapes and dtypes are checked at trace time; hyperparameter ranges are checked when the value
-  is concrete (a traced hyperparameter, e.g. one vmapped over a sweep, is not checked).
+* The annotations are contracts (`jaxrl_si._contracts`): shapes and dtypes are checked on every
+  call, at trace time under `jit`; hyperparameter ranges are checked when the value is concrete
+  (a traced hyperparameter, e.g. one vmapped over a sweep, is not checked).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, ArrayLike, Bool, Float
 
 from jaxrl_si import _checks
+from jaxrl_si._contracts import RealScalar, contract
 
 _PAIR_NAMES = ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps")
 
@@ -34,14 +36,15 @@ def _squared_target_loss(h, target):
     return jnp.square(h - target)
 
 
+@contract
 def dpo_loss(
-    policy_chosen_logps: Float[Array, "B"],
-    policy_rejected_logps: Float[Array, "B"],
-    ref_chosen_logps: Float[Array, "B"],
-    ref_rejected_logps: Float[Array, "B"],
+    policy_chosen_logps: Float[ArrayLike, "B"],
+    policy_rejected_logps: Float[ArrayLike, "B"],
+    ref_chosen_logps: Float[ArrayLike, "B"],
+    ref_rejected_logps: Float[ArrayLike, "B"],
     *,
-    beta: float | Float[Array, ""],
-    label_smoothing: float | Float[Array, ""] = 0.0,
+    beta: RealScalar,
+    label_smoothing: RealScalar = 0.0,
 ) -> Float[Array, "B"]:
     r"""Direct Preference Optimization loss, with conservative label smoothing (cDPO).
 
@@ -82,13 +85,14 @@ def dpo_loss(
     return -(1.0 - label_smoothing) * jax.nn.log_sigmoid(logits) - label_smoothing * jax.nn.log_sigmoid(-logits)
 
 
+@contract
 def ipo_loss(
-    policy_chosen_logps: Float[Array, "B"],
-    policy_rejected_logps: Float[Array, "B"],
-    ref_chosen_logps: Float[Array, "B"],
-    ref_rejected_logps: Float[Array, "B"],
+    policy_chosen_logps: Float[ArrayLike, "B"],
+    policy_rejected_logps: Float[ArrayLike, "B"],
+    ref_chosen_logps: Float[ArrayLike, "B"],
+    ref_rejected_logps: Float[ArrayLike, "B"],
     *,
-    tau: float | Float[Array, ""],
+    tau: RealScalar,
 ) -> Float[Array, "B"]:
     r"""Identity Preference Optimisation loss.
 
@@ -128,12 +132,13 @@ def ipo_loss(
     return _squared_target_loss(z, 1.0 / (2.0 * tau))
 
 
+@contract
 def sppo_loss(
-    policy_logps: Float[Array, "B"],
-    prev_logps: Float[Array, "B"],
-    win_prob: Float[Array, "B"],
+    policy_logps: Float[ArrayLike, "B"],
+    prev_logps: Float[ArrayLike, "B"],
+    win_prob: Float[ArrayLike, "B"],
     *,
-    eta: float | Float[Array, ""],
+    eta: RealScalar,
 ) -> Float[Array, "B"]:
     r"""Self-Play Preference Optimization loss, one response at a time.
 
@@ -166,16 +171,17 @@ def sppo_loss(
     return _squared_target_loss(policy_logps - prev_logps, eta * (win_prob - 0.5))
 
 
+@contract
 def inpo_loss(
-    policy_chosen_logps: Float[Array, "B"],
-    policy_rejected_logps: Float[Array, "B"],
-    ref_chosen_logps: Float[Array, "B"],
-    ref_rejected_logps: Float[Array, "B"],
-    prev_chosen_logps: Float[Array, "B"],
-    prev_rejected_logps: Float[Array, "B"],
+    policy_chosen_logps: Float[ArrayLike, "B"],
+    policy_rejected_logps: Float[ArrayLike, "B"],
+    ref_chosen_logps: Float[ArrayLike, "B"],
+    ref_rejected_logps: Float[ArrayLike, "B"],
+    prev_chosen_logps: Float[ArrayLike, "B"],
+    prev_rejected_logps: Float[ArrayLike, "B"],
     *,
-    eta: float | Float[Array, ""],
-    tau: float | Float[Array, ""],
+    eta: RealScalar,
+    tau: RealScalar,
 ) -> Float[Array, "B"]:
     r"""Iterative Nash Policy Optimization loss.
 
@@ -237,14 +243,15 @@ def _discounted_masked_sum(logps, discount, mask):
     return jnp.sum(weights * logps, axis=-1)
 
 
+@contract
 def cpl_loss(
-    chosen_logps: Float[Array, "B T"],
-    rejected_logps: Float[Array, "B T"],
+    chosen_logps: Float[ArrayLike, "B T"],
+    rejected_logps: Float[ArrayLike, "B T"],
     *,
-    alpha: float | Float[Array, ""],
-    conservative_bias: float | Float[Array, ""],
-    discount: float | Float[Array, ""] = 1.0,
-    mask: Bool[Array, "B T"] | Float[Array, "B T"] | None = None,
+    alpha: RealScalar,
+    conservative_bias: RealScalar,
+    discount: RealScalar = 1.0,
+    mask: Bool[ArrayLike, "B T"] | Float[ArrayLike, "B T"] | None = None,
 ) -> Float[Array, "B"]:
     r"""Contrastive Preference Learning loss.
 
@@ -275,11 +282,7 @@ def cpl_loss(
     names = ("chosen_logps", "rejected_logps")
     _checks.check_float_arrays(list(zip(names, (chosen_logps, rejected_logps))), rank=2)
     if mask is not None:
-        if not hasattr(mask, "shape") or mask.shape != chosen_logps.shape:
-            raise ValueError(
-                f"`mask` must have the shape of `chosen_logps` {tuple(chosen_logps.shape)}, "
-                f"got {getattr(mask, 'shape', type(mask).__name__)}."
-            )
+        _checks.check_flag_array("mask", mask, "chosen_logps", chosen_logps)
     for name, value in (("alpha", alpha), ("conservative_bias", conservative_bias), ("discount", discount)):
         _checks.check_scalar_hyperparameter(name, value)
     _checks.check_positive("alpha", alpha)
@@ -290,9 +293,10 @@ def cpl_loss(
     return jax.nn.softplus(conservative_bias * score_rejected - score_chosen)
 
 
+@contract
 def bradley_terry_loss(
-    chosen_rewards: Float[Array, "B"],
-    rejected_rewards: Float[Array, "B"],
+    chosen_rewards: Float[ArrayLike, "B"],
+    rejected_rewards: Float[ArrayLike, "B"],
 ) -> Float[Array, "B"]:
     r"""Negative log-likelihood of the Bradley-Terry preference model, for reward models.
 
@@ -312,13 +316,14 @@ def bradley_terry_loss(
     return -jax.nn.log_sigmoid(chosen_rewards - rejected_rewards)
 
 
+@contract
 def preference_metrics(
-    policy_chosen_logps: Float[Array, "B"],
-    policy_rejected_logps: Float[Array, "B"],
-    ref_chosen_logps: Float[Array, "B"],
-    ref_rejected_logps: Float[Array, "B"],
+    policy_chosen_logps: Float[ArrayLike, "B"],
+    policy_rejected_logps: Float[ArrayLike, "B"],
+    ref_chosen_logps: Float[ArrayLike, "B"],
+    ref_rejected_logps: Float[ArrayLike, "B"],
     *,
-    beta: float | Float[Array, ""],
+    beta: RealScalar,
 ) -> dict[str, Float[Array, ""]]:
     """The usual diagnostics of a pairwise preference update, as a flat dict of scalars.
 

@@ -16,17 +16,20 @@ Conventions (shared by every function here):
   of them can be swept with `jax.vmap` without recompiling); their range [0, 1] is checked only
   when they are concrete. No gradient is stopped: differentiate through the targets (e.g. for
   meta-gradients on gamma) or wrap them in `jax.lax.stop_gradient` yourself.
+* The annotations are contracts (`jaxrl_si._contracts`), checked on every call (at trace time
+  under `jit`).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, ArrayLike, Bool, Float
 
 from jaxrl_si import _checks
+from jaxrl_si._contracts import RealScalar, contract
 
-_Flags = Bool[Array, "T *batch"] | Float[Array, "T *batch"]
+_Flags = Bool[ArrayLike, "T *batch"] | Float[ArrayLike, "T *batch"]
 
 
 def _check_rollout(rewards, next_values, terminated, done, values=None) -> None:
@@ -71,15 +74,16 @@ def _continuation(terminated, done, dtype):
     return not_terminal, not_boundary
 
 
+@contract
 def gae_advantages(
-    rewards: Float[Array, "T *batch"],
-    values: Float[Array, "T *batch"],
-    next_values: Float[Array, "T *batch"],
+    rewards: Float[ArrayLike, "T *batch"],
+    values: Float[ArrayLike, "T *batch"],
+    next_values: Float[ArrayLike, "T *batch"],
     terminated: _Flags,
     done: _Flags,
     *,
-    gamma: float | Float[Array, ""],
-    lambda_: float | Float[Array, ""],
+    gamma: RealScalar,
+    lambda_: RealScalar,
 ) -> tuple[Float[Array, "T *batch"], Float[Array, "T *batch"]]:
     r"""Generalized Advantage Estimation: per-step advantages and their value targets.
 
@@ -127,14 +131,15 @@ def gae_advantages(
     return advantages, advantages + values
 
 
+@contract
 def lambda_returns(
-    rewards: Float[Array, "T *batch"],
-    next_values: Float[Array, "T *batch"],
+    rewards: Float[ArrayLike, "T *batch"],
+    next_values: Float[ArrayLike, "T *batch"],
     terminated: _Flags,
     done: _Flags,
     *,
-    gamma: float | Float[Array, ""],
-    lambda_: float | Float[Array, ""],
+    gamma: RealScalar,
+    lambda_: RealScalar,
 ) -> Float[Array, "T *batch"]:
     r"""TD(lambda) returns: the lambda-return targets (Sutton & Barto 2018, Sec. 12.1).
 
