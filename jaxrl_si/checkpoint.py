@@ -101,6 +101,14 @@ class Checkpointer:
         )
         self.directory = os.path.abspath(directory)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
+        # Orbax removes unfinished saves (`<step>.orbax-checkpoint-tmp*`) in a background thread
+        # that only its next `save` waits for (orbax-checkpoint 0.12.8): a restore or a `close`
+        # before then races with it. Wait here, so the directory is settled before it is read.
+        # (A private hook: if a later Orbax drops it, the race comes back, and the only cost is a
+        # temporary directory left until the next save.)
+        settle = getattr(self._manager, "_maybe_await_cleanup_tmp_directory", None)
+        if settle is not None:
+            settle()
 
     def save(self, step: int, state, *, config: dict, history: dict[str, np.ndarray] | None = None, extra: dict | None = None) -> None:
         """Start saving `step`; returns once the arrays are off the devices, without waiting for the write.
