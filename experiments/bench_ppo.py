@@ -2,6 +2,7 @@
 
     python experiments/bench_ppo.py                          # jaxrl_si only
     python experiments/bench_ppo.py --purejaxrl /tmp/pjr --reference-python /tmp/pjr/venv/bin/python
+    python experiments/bench_ppo.py --baseline /tmp/before   # beside an earlier checkout of jaxrl_si
     python experiments/bench_ppo.py --sweep --rounds 2       # the sweep benchmarks below
 
 Every measurement runs in a fresh subprocess (so compile times include no warm caches) and the
@@ -10,7 +11,8 @@ ratio to PureJaxRL measured in the same run (this machine's speed drifts over mi
 
 `--purejaxrl DIR` points at a scratch copy of PureJaxRL's `purejaxrl/` directory (with
 `ppo.py` and `wrappers.py`) adapted to gymnax 1.x; it is never part of this repository.
-`--sweep` measures a 16-setting learning-rate sweep instead:
+`--sweep` measures a 16-setting learning-rate sweep instead (`--sweep --run-only`: the second
+measurement alone, on one device, as on an accelerator):
 - end to end: the sweep launched once from the command line (`python -m experiments.ppo
   --sweep ...`) against the same 16 settings launched one by one (each compiling and running);
 - run only: the compiled sweep program (members over 2 host devices, and on 1) against 16 calls
@@ -37,18 +39,36 @@ CARTPOLE = dict(num_envs=4, rollout_length=128, num_epochs=4, num_minibatches=4,
 BRAX = dict(num_envs=64, rollout_length=32, num_epochs=4, num_minibatches=4, total_env_steps=65_536)
 
 
-def _time_compiled(train, args, env_steps: int, repeats: int) -> dict:
-    """First call (compile + run), then `repeats` timed runs; compile_s = first - median run.
+COMPILE_EVENTS = {  # what JAX reports (jax.monitoring) for each program it builds
+    "/jax/core/compile/jaxpr_trace_duration": "trace_s",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
+    "/jax/core/compile/backend_compile_duration": "xla_compile_s",
+}
 
-    Goes through `jax.jit`'s dispatch rather than `.lower().compile()`: the AOT path hung
-    (0 % CPU, in block_until_ready) on 2 of 3 eight-seed runs on jax 0.10.2 / CPU.
+
+def _time_compiled(train, args, env_steps: int, repeats: int) -> dict:
+    """First call (compile + run), then `repeats` timed runs.
+
+    `compile_s` is the time JAX reports spending on tracing, lowering and XLA compilation during
+    the first call (`jax.monitoring` duration events), so run-time noise does not leak into it;
+    `first_call_s - run_s`, the earlier measure, is kept beside it. Everything the first call
+    does counts, e.g. an environment backend imported while tracing. Goes through `jax.jit`'s
+    dispatch, as users do.
     """
     import jax
 
+    durations = dict.fromkeys(COMPILE_EVENTS.values(), 0.0)
+
+    def record(event, seconds, **_):
+        if event in COMPILE_EVENTS:
+            durations[COMPILE_EVENTS[event]] += seconds
+
     jitted = jax.jit(train)
+    jax.monitoring.register_event_duration_secs_listener(record)
     start = time.perf_counter()
     jax.block_until_ready(jitted(*args))
     first_s = time.perf_counter() - start
+    jax.monitoring.unregister_event_duration_listener(record)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -56,20 +76,33 @@ def _time_compiled(train, args, env_steps: int, repeats: int) -> dict:
         times.append(time.perf_counter() - start)
     run_s = statistics.median(times)
     return {
-        "compile_s": round(first_s - run_s, 2),
+        "compile_s": round(sum(durations.values()), 2),
+        **{name: round(value, 2) for name, value in durations.items()},
+        "first_call_minus_run_s": round(first_s - run_s, 2),
         "run_s": round(run_s, 3),
         "env_steps_per_s": round(env_steps / run_s),
     }
+
+
+def _ppo_train(env: str, settings: dict):
+    """`train(hparams, key)` of the jaxrl_si on the path, and its config.
+
+    Checkouts from before the agent bundle (`--baseline` of an earlier commit) have
+    `make_train(config)` instead of `PPO.build(config).train`.
+    """
+    from jaxrl_si.agents import ppo
+
+    config = ppo.PPOConfig(env=env, **settings)
+    return (ppo.PPO.build(config).train if hasattr(ppo, "PPO") else ppo.make_train(config)), config
 
 
 def worker_jaxrl_si(env: str, settings: dict, seeds: int, repeats: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from jaxrl_si.agents.ppo import PPO, PPOConfig, PPOHyperparams
+    from jaxrl_si.agents.ppo import PPOHyperparams
 
-    config = PPOConfig(env=env, **settings)
-    train = PPO.build(config).train
+    train, config = _ppo_train(env, settings)
     # float32 leaves, as a sweep passes them (weak-typed Python floats would specialise the trace).
     hparams = jax.tree.map(jnp.float32, PPOHyperparams())
     if seeds == 1:
@@ -142,14 +175,20 @@ def worker_purejaxrl(directory: str, settings: dict, seeds: int, repeats: int) -
 
 
 def _measurements(args) -> list[dict]:
+    cartpole = {**CARTPOLE, "total_env_steps": args.total_env_steps}
     plan = [
-        {"name": "jaxrl_si/cartpole", "impl": "jaxrl_si", "env": "gymnax:CartPole-v1", "settings": CARTPOLE, "seeds": 1},
-        {"name": "jaxrl_si/cartpole", "impl": "jaxrl_si", "env": "gymnax:CartPole-v1", "settings": CARTPOLE, "seeds": 8},
+        {"name": "jaxrl_si/cartpole", "impl": "jaxrl_si", "env": "gymnax:CartPole-v1", "settings": cartpole, "seeds": 1},
+        {"name": "jaxrl_si/cartpole", "impl": "jaxrl_si", "env": "gymnax:CartPole-v1", "settings": cartpole, "seeds": 8},
     ]
+    if args.baseline:
+        plan += [
+            {"name": "baseline/cartpole", "impl": "jaxrl_si", "checkout": args.baseline, "env": "gymnax:CartPole-v1", "settings": cartpole, "seeds": seeds}
+            for seeds in (1, 8)
+        ]
     if args.purejaxrl:
         plan += [
-            {"name": "purejaxrl/cartpole", "impl": "purejaxrl", "settings": CARTPOLE, "seeds": 1},
-            {"name": "purejaxrl/cartpole", "impl": "purejaxrl", "settings": CARTPOLE, "seeds": 8},
+            {"name": "purejaxrl/cartpole", "impl": "purejaxrl", "settings": cartpole, "seeds": 1},
+            {"name": "purejaxrl/cartpole", "impl": "purejaxrl", "settings": cartpole, "seeds": 8},
         ]
     if args.brax:
         plan += [
@@ -160,12 +199,13 @@ def _measurements(args) -> list[dict]:
 
 def _sweep_measurements(args) -> list[dict]:
     small = {**CARTPOLE, "total_env_steps": 131_072}  # 32 updates a member: the device table
-    plan = [
-        {"name": "sweep/end-to-end", "impl": "cli", "seeds": 16},
-        # Two host devices: the sweep's members over both cores (XLA:CPU runs one device's small
-        # ops on one core), against one device and 16 single runs, all in one process.
-        {"name": "sweep/run-only", "impl": "sweep", "settings": CARTPOLE, "seeds": 16, "devices": 2, "single": True},
-    ]
+    # Two host devices: the sweep's members over both cores (XLA:CPU runs one device's small ops
+    # on one core), against one device and 16 single runs, all in one process. On an
+    # accelerator the host device count is moot: one device.
+    run_only = {"name": "sweep/run-only", "impl": "sweep", "settings": CARTPOLE, "seeds": 16, "devices": 1 if args.run_only else 2, "single": True}
+    if args.run_only:
+        return [run_only]
+    plan = [{"name": "sweep/end-to-end", "impl": "cli", "seeds": 16}, run_only]
     return plan + [
         {"name": f"sweep/devices-{d}", "impl": "sweep", "settings": small, "seeds": 16, "devices": d, "single": False}
         for d in (1, 2, 4, 8)
@@ -194,7 +234,9 @@ def _run_in_subprocess(measurement: dict, args) -> dict:
         return _time_cli_launches(args.timeout)
     python = args.reference_python if measurement["impl"] == "purejaxrl" else sys.executable
     spec = json.dumps({**measurement, "purejaxrl": args.purejaxrl, "repeats": args.repeats})
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    # A baseline checkout is measured by this file's worker, importing the checkout's package.
+    checkout = os.path.abspath(measurement.get("checkout", os.getcwd()))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [checkout, os.environ.get("PYTHONPATH")]))}
     if measurement["impl"] == "sweep":
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={measurement['devices']}"
     out = subprocess.run(
@@ -213,18 +255,24 @@ def _worker(spec_json: str) -> None:
         result = worker_sweep(spec["settings"], spec["repeats"], spec["devices"], spec["single"])
     else:
         result = worker_purejaxrl(spec["purejaxrl"], spec["settings"], spec["seeds"], spec["repeats"])
-    print(json.dumps(result))
+    import jax
+
+    print(json.dumps({**result, "device": f"{jax.default_backend()}: {jax.devices()[0].device_kind}", "jax": jax.__version__}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--purejaxrl", default=None, help="scratch directory holding PureJaxRL's ppo.py (adapted)")
     parser.add_argument("--reference-python", default=sys.executable, help="interpreter with PureJaxRL's deps")
+    parser.add_argument("--baseline", default=None, help="another jaxrl_si checkout (e.g. a git worktree of an earlier commit) to time beside this one")
     parser.add_argument("--brax", default="inverted_pendulum", help="Brax env to time ('' to skip)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; medians are reported")
+    parser.add_argument("--total-env-steps", type=int, default=CARTPOLE["total_env_steps"],
+                        help="CartPole run length; the compiled program does not depend on it, so a short run times compilation in many quick rounds")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per compiled program")
     parser.add_argument("--timeout", type=float, default=900, help="seconds before a measurement is declared hung")
     parser.add_argument("--sweep", action="store_true", help="run the sweep benchmarks instead")
+    parser.add_argument("--run-only", action="store_true", help="with --sweep: only the compiled sweep against 16 compiled runs, on one device")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -239,6 +287,9 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 print(json.dumps({"name": m["name"], "seeds": m["seeds"], "round": round_index, "hung_after_s": args.timeout}), flush=True)
                 continue
+            except RuntimeError as error:  # a worker failed: say so, measure the rest
+                print(json.dumps({"name": m["name"], "seeds": m["seeds"], "round": round_index, "failed": str(error)[-600:]}), flush=True)
+                continue
             key = (m["name"], m["seeds"])
             results.setdefault(key, []).append(r)
             print(json.dumps({"name": m["name"], "seeds": m["seeds"], "round": round_index, **r, "machine": machine}), flush=True)
@@ -249,13 +300,14 @@ def main() -> None:
         summary[(name, seeds)] = {field: statistics.median(r[field] for r in runs) for field in fields}
         print(json.dumps({"name": name, "seeds": seeds, "round": "median", **summary[(name, seeds)]}))
     for seeds in (1, 8):
-        ours, ref = summary.get(("jaxrl_si/cartpole", seeds)), summary.get(("purejaxrl/cartpole", seeds))
-        if ours and ref:
-            print(json.dumps({
-                "name": "ratio jaxrl_si/purejaxrl cartpole", "seeds": seeds,
-                "env_steps_per_s": round(ours["env_steps_per_s"] / ref["env_steps_per_s"], 3),
-                "compile_s": round(ours["compile_s"] / ref["compile_s"], 3),
-            }))
+        for other in ("purejaxrl", "baseline"):
+            ours, ref = summary.get(("jaxrl_si/cartpole", seeds)), summary.get((f"{other}/cartpole", seeds))
+            if ours and ref:
+                print(json.dumps({
+                    "name": f"ratio jaxrl_si/{other} cartpole", "seeds": seeds,
+                    "env_steps_per_s": round(ours["env_steps_per_s"] / ref["env_steps_per_s"], 3),
+                    "compile_s": round(ours["compile_s"] / ref["compile_s"], 3),
+                }))
 
 
 if __name__ == "__main__":
