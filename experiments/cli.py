@@ -13,15 +13,20 @@ other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import jax
 import tyro
 
-from jaxrl_si.checkpoint import CheckpointError
+from jaxrl_si import loop
+from jaxrl_si.checkpoint import CheckpointError, json_value
 from jaxrl_si.envs import MissingBackendError
 from jaxrl_si.errors import ConfigError
+from jaxrl_si.parallel import default_mesh, make_mesh
 
 USER_ERRORS = (ConfigError, CheckpointError, MissingBackendError)
 
@@ -54,3 +59,19 @@ def main(
 def one_line(error: BaseException) -> str:
     """The error's message with its whitespace (newlines included) collapsed to single spaces."""
     return " ".join(str(error).split()) or type(error).__name__
+
+
+def trainer_for(build_agent: Callable[..., Any], config: Any, *, members: int, mesh: tuple[int, int] | None, iterations: int) -> loop.Trainer:
+    """The trainer of a command line: `members` over the `(sweep, data)` mesh asked for, or by
+    default over as many devices as divide them; about `iterations` iterations. Prints the layout."""
+    device_mesh = default_mesh(members) if mesh is None else make_mesh(*mesh)
+    trainer = loop.Trainer.build(build_agent, config, loop.updates_per_iteration(config.num_updates, iterations), mesh=device_mesh)
+    layout = dict(device_mesh.shape) if device_mesh else "one device"
+    print(f"mesh: {layout} of {jax.device_count()} {jax.default_backend()} devices ({members} members)")
+    return trainer
+
+
+def write_run_config(run: Any) -> None:
+    """`run.run_dir/config.json`: every field of the command line's config, as JSON."""
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    (run.run_dir / "config.json").write_text(json.dumps(json_value(dataclasses.asdict(run), stringify=True), indent=2))

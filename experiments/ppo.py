@@ -31,14 +31,12 @@ import functools
 import json
 import pathlib
 
-import jax
 import numpy as np
 
 from experiments import cli
-from jaxrl_si import loop, sweep
+from jaxrl_si import sweep
 from jaxrl_si.agents.ppo import PPO, PPOConfig, PPOHyperparams
-from jaxrl_si.checkpoint import json_value
-from jaxrl_si.parallel import default_mesh, expose_cpu_cores, make_mesh
+from jaxrl_si.parallel import expose_cpu_cores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +60,7 @@ def main(run: RunConfig) -> dict:
     config = run.config
     spec = sweep.parse_spec(run.sweep)
     members = run.members_per_chunk or len(sweep.settings(spec)) * run.seeds
-    mesh = default_mesh(members) if run.mesh is None else make_mesh(*run.mesh)
-    trainer = loop.Trainer.build(PPO.build, config, loop.updates_per_iteration(config.num_updates, run.iterations), mesh=mesh)
-    print(f"mesh: {dict(mesh.shape) if mesh else 'one device'} of {jax.device_count()} {jax.default_backend()} devices")
+    trainer = cli.trainer_for(PPO.build, config, members=members, mesh=run.mesh, iterations=run.iterations)
     result = sweep.run(
         trainer,
         spec,
@@ -77,7 +73,7 @@ def main(run: RunConfig) -> dict:
         resume=run.resume,
         max_to_keep=run.max_to_keep or None,
         run_config={"final_window": run.final_window},
-        on_start=functools.partial(_write_config, run),
+        on_start=functools.partial(cli.write_run_config, run),
     )
     finals = np.array([np.nan if r["final_return"] is None else r["final_return"] for r in result.table])
     summary = {
@@ -92,11 +88,6 @@ def main(run: RunConfig) -> dict:
     (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary))
     return summary
-
-
-def _write_config(run: RunConfig) -> None:
-    run.run_dir.mkdir(parents=True, exist_ok=True)
-    (run.run_dir / "config.json").write_text(json.dumps(json_value(dataclasses.asdict(run), stringify=True), indent=2))
 
 
 if __name__ == "__main__":

@@ -173,6 +173,26 @@ class Checkpointer:
             raise CorruptCheckpointError(f"no step in {self.directory} could be restored: " + "; ".join(failures))
         return None
 
+    def restore(self, step: int, target) -> Restored:
+        """Step `step`, verified and placed like `target` (see `restore_latest`); no config check.
+
+        For reading a finished run's iterates (e.g. to compare the policies of every iteration).
+        Raises `CorruptCheckpointError` if the step is missing, does not restore or does not verify.
+        """
+        self.wait()
+        abstract = abstract_target(target)
+        if step not in self.all_steps():
+            raise CorruptCheckpointError(f"no checkpoint step {step} in {self.directory} (steps: {self.all_steps()})")
+        try:
+            meta = self._read_meta(step)
+            restored = self._restore_step(step, abstract, meta)
+        except Exception as error:  # noqa: BLE001 (Orbax raises many types for damaged steps)
+            raise CorruptCheckpointError(f"checkpoint step {step} in {self.directory}: {_one_line(error)}") from None
+        problem = _integrity_problem(restored, meta)
+        if problem is not None:
+            raise CorruptCheckpointError(f"checkpoint step {step} in {self.directory}: {problem}")
+        return restored
+
     def _read_meta(self, step: int) -> dict:
         meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         if not isinstance(meta, dict) or meta.get("format") != _FORMAT or set(meta) != set(_META_FIELDS):

@@ -1,4 +1,5 @@
-"""Plots a researcher looks at: learning curves per setting, sweep heat maps, score vs a swept value.
+"""Plots a researcher looks at: learning curves per setting, sweep heat maps, score vs a swept value,
+curves with confidence intervals in panels, and win-rate matrices.
 
 Matplotlib is imported on first use (Agg backend), so importing this module costs nothing.
 """
@@ -99,6 +100,79 @@ def plot_metric_vs_value(
     if values.min() > 0 and values.max() > 10 * values.min():
         ax.set_xscale("log")
     return _finish(fig, ax, path, xlabel=name, ylabel=label)
+
+
+def plot_interval_panels(
+    x: np.ndarray,
+    panels: Mapping[str, Mapping[str, np.ndarray]],
+    path: str | pathlib.Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+) -> pathlib.Path:
+    """One panel per group, one line per curve: the mean over seeds with a 95 % Student-t band.
+
+    Args:
+      x: `[U]` shared x values.
+      panels: panel title -> curve name -> `[S, U]` values (NaN skipped per column).
+    """
+    from scipy import stats
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 1, 3.8), dpi=120, sharey=True, squeeze=False)
+    names = list(dict.fromkeys(name for curves in panels.values() for name in curves))
+    colors = plt.get_cmap("tab10")
+    for ax, (panel, curves) in zip(axes[0], panels.items(), strict=True):
+        for name, y in curves.items():
+            y = np.atleast_2d(np.asarray(y, np.float64))
+            n = np.sum(np.isfinite(y), axis=0)
+            valid = n > 0
+            mean = np.nanmean(y[:, valid], axis=0)
+            color = colors(names.index(name) % 10)
+            ax.plot(np.asarray(x)[valid], mean, color=color, label=f"{name} (n={y.shape[0]})")
+            if y.shape[0] > 1:
+                half = stats.t.ppf(0.975, np.maximum(n[valid] - 1, 1)) * np.nanstd(y[:, valid], axis=0, ddof=1) / np.sqrt(n[valid])
+                ax.fill_between(np.asarray(x)[valid], mean - half, mean + half, color=color, alpha=0.2)
+        ax.set_title(panel)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_win_rate_matrices(matrices: Mapping[str, np.ndarray], path: str | pathlib.Path, *, title: str = "") -> pathlib.Path:
+    """Heat maps of W[i, j] = P(iterate i ≻ iterate j), one per name, and the final iterate's row.
+
+    Args:
+      matrices: name -> `[K, K]` win rates between the K iterates (W + W^T = 1).
+    """
+    plt = _pyplot()
+    count = len(matrices)
+    fig, axes = plt.subplots(1, count + 1, figsize=(4.0 * count + 4.5, 3.8), dpi=120, squeeze=False)
+    for ax, (name, matrix) in zip(axes[0], matrices.items(), strict=False):
+        k = matrix.shape[0]
+        image = ax.imshow(matrix, cmap="RdBu_r", vmin=0.0, vmax=1.0, origin="lower", extent=(0.5, k + 0.5, 0.5, k + 0.5))
+        ax.set_title(name)
+        ax.set_xlabel("iterate j")
+        ax.set_ylabel("iterate i")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    last = axes[0][-1]
+    for name, matrix in matrices.items():
+        last.plot(np.arange(1, matrix.shape[0] + 1), matrix[-1], marker=".", label=name)
+    last.axhline(0.5, color="gray", lw=0.8)
+    last.set_ylim(0.0, 1.0)
+    last.set_title("final iterate vs iterate j")
+    last.set_xlabel("iterate j")
+    last.set_ylabel("P(final ≻ iterate j)")
+    last.grid(alpha=0.3)
+    last.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def _finish(fig, ax, path, *, xlabel: str, ylabel: str, title: str = "") -> pathlib.Path:

@@ -100,11 +100,39 @@ class RandomSearch:
     seed: int = 0
 
 
-Spec = Grid | RandomSearch
+@dataclasses.dataclass(frozen=True)
+class Listed:
+    """Settings given one by one (e.g. methods crossed with the oracles that apply to them).
+
+    Every setting names the same hyperparameters (an unnamed one would silently fall back to
+    the base value in some settings only).
+    """
+
+    settings: tuple[Mapping[str, float], ...]
+
+    def __post_init__(self):
+        if not self.settings:
+            raise ConfigError("a Listed sweep needs at least one setting")
+        names = {tuple(sorted(s)) for s in self.settings}
+        if len(names) != 1:
+            raise ConfigError(f"every Listed setting must name the same hyperparameters, got {sorted(names)}")
+
+
+def cross(first: Spec, second: Spec) -> Listed:
+    """Every setting of `first` combined with every setting of `second` (first-major)."""
+    overlap = set(swept_names(first)) & set(swept_names(second))
+    if overlap:
+        raise ConfigError(f"both sweeps set {sorted(overlap)}")
+    return Listed(tuple({**a, **b} for a in settings(first) for b in settings(second)))
+
+
+Spec = Grid | RandomSearch | Listed
 
 
 def settings(spec: Spec) -> list[dict[str, float]]:
     """The settings of a spec, in order (grids: last name varies fastest)."""
+    if isinstance(spec, Listed):
+        return [dict(s) for s in spec.settings]
     if isinstance(spec, Grid):
         names = list(spec.values)
         return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(spec.values[n] for n in names))]
@@ -113,6 +141,8 @@ def settings(spec: Spec) -> list[dict[str, float]]:
 
 
 def swept_names(spec: Spec) -> list[str]:
+    if isinstance(spec, Listed):
+        return list(spec.settings[0])
     return list(spec.values if isinstance(spec, Grid) else spec.distributions)
 
 
@@ -120,8 +150,9 @@ def parse_spec(text: str) -> Spec:
     """Parse a sweep from the command line, or from a JSON file when `text` names one.
 
     Grid: `"name=v1,v2,... name2=..."`. Random: `"random:<num_settings>[:<seed>] name=dist(a,b) ..."`
-    with dist one of uniform, loguniform, choice. JSON: `{"grid": {name: [values]}}` or
-    `{"random": {"num_settings": n, "seed": s, "params": {name: [dist, a, b, ...]}}}`.
+    with dist one of uniform, loguniform, choice. JSON: `{"grid": {name: [values]}}`,
+    `{"random": {"num_settings": n, "seed": s, "params": {name: [dist, a, b, ...]}}}` or
+    `{"list": [{name: value, ...}, ...]}` (settings one by one).
     An empty string is a single setting.
     """
     if text.strip().endswith(".json"):
@@ -190,11 +221,13 @@ def _spec_from_json(data: Any) -> Spec:
 def _spec_from_dict(data: Mapping[str, Any]) -> Spec:
     if set(data) == {"grid"}:
         return Grid({k: _numbers(k, vs) for k, vs in data["grid"].items()})
+    if set(data) == {"list"}:
+        return Listed(tuple({k: _numbers(k, [v])[0] for k, v in s.items()} for s in data["list"]))
     if set(data) == {"random"}:
         r = data["random"]
         dists = {k: Distribution(v[0], _numbers(k, v[1:])) for k, v in r["params"].items()}
         return RandomSearch(dists, int(r["num_settings"]), int(r.get("seed", 0)))
-    raise ConfigError(f'a sweep JSON holds {{"grid": ...}} or {{"random": ...}}, got keys {sorted(data)}')
+    raise ConfigError(f'a sweep JSON holds {{"grid": ...}}, {{"random": ...}} or {{"list": [...]}}, got keys {sorted(data)}')
 
 
 def member_hparams(base: Any, setting_list: Sequence[Mapping[str, float]], seeds: int) -> Any:
@@ -291,6 +324,8 @@ def run(
 
 
 def _describe(spec: Spec) -> dict:
+    if isinstance(spec, Listed):
+        return {"list": [dict(s) for s in spec.settings]}
     if isinstance(spec, Grid):
         return {"grid": {k: list(v) for k, v in spec.values.items()}}
     params = {k: [d.kind, *d.args] for k, d in spec.distributions.items()}

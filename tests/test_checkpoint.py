@@ -187,6 +187,18 @@ def test_corrupt_latest_step_is_reported_and_the_previous_one_used(tmp_path, cor
     assert _bits(restored.state) == _bits(_state(2.0))
 
 
+def test_a_chosen_step_restores_exactly_and_a_bad_one_is_an_error(tmp_path):
+    _save_steps(tmp_path)
+    _zero_16_bytes(tmp_path / "3")
+    with ckpt.Checkpointer(tmp_path) as saver:
+        restored = saver.restore(1, ckpt.abstract_target(_state()))
+        assert restored.step == 1 and _bits(restored.state) == _bits(_state(1.0))
+        with pytest.raises(ckpt.CorruptCheckpointError, match="step 3 .*: state digest mismatch"):
+            saver.restore(3, ckpt.abstract_target(_state()))
+        with pytest.raises(ckpt.CorruptCheckpointError, match=r"no checkpoint step 7 .*steps: \[1, 2, 3\]"):
+            saver.restore(7, ckpt.abstract_target(_state()))
+
+
 def test_every_step_corrupt_is_an_error_listing_each_reason(tmp_path):
     _save_steps(tmp_path, steps=(1, 2))
     _zero_16_bytes(tmp_path / "2")

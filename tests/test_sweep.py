@@ -36,6 +36,23 @@ def test_parse_grid_random_and_json(tmp_path):
         sweep.RandomSearch({"learning_rate": sweep.Distribution("loguniform", (1e-5, 1e-2))}, 4, 3))]
 
 
+def test_listed_settings_and_crossing_two_specs(tmp_path):
+    methods = sweep.Listed(({"method": 0.0, "oracle": 0.0}, {"method": 1.0, "oracle": 2.0}))
+    crossed = sweep.cross(methods, sweep.parse_spec("gamma=0.9,0.99"))
+    assert sweep.settings(crossed) == [
+        {"method": 0.0, "oracle": 0.0, "gamma": 0.9}, {"method": 0.0, "oracle": 0.0, "gamma": 0.99},
+        {"method": 1.0, "oracle": 2.0, "gamma": 0.9}, {"method": 1.0, "oracle": 2.0, "gamma": 0.99},
+    ]  # fmt: skip
+    assert sweep.swept_names(crossed) == ["method", "oracle", "gamma"]
+    path = tmp_path / "listed.json"
+    path.write_text(json.dumps(sweep._describe(crossed)))
+    assert sweep.settings(sweep.parse_spec(str(path))) == sweep.settings(crossed)
+    with pytest.raises(ValueError, match="both sweeps set"):
+        sweep.cross(methods, sweep.parse_spec("method=3"))
+    with pytest.raises(ValueError, match="must name the same hyperparameters"):
+        sweep.Listed(({"gamma": 0.9}, {"clip_eps": 0.1}))
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

@@ -147,7 +147,21 @@ class Transition(flax.struct.PyTreeNode):
     terminated: Array
     truncated: Array
     final_obs: Array
-    episode_return: Array
+    info: dict[str, Array]  # the env's per-step extras (`episode_return`, ...; see `envs.TimeStep.info`)
+
+
+class Rollout(flax.struct.PyTreeNode):
+    """What `PPO.rollout` collected, for `PPO.learn`: the trajectory and where the envs stand.
+
+    An agent that relabels rewards (e.g. from preferences) replaces `transitions.reward` between
+    the two. `key` is the state's next key; `key_epochs` shuffles the minibatches.
+    """
+
+    transitions: Transition  # [rollout_length, num_envs, ...]
+    env_state: Any
+    last_obs: Array  # [num_envs, *obs_shape] observation after the last step
+    key: PRNGKeyArray
+    key_epochs: PRNGKeyArray
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -164,15 +178,19 @@ class PPO:
     constrain: Constrain = unconstrained  # layout hook for the env axis and minibatch rows
 
     @classmethod
-    def build(cls, config: PPOConfig, *, constrain: Constrain = unconstrained) -> PPO:
+    def build(cls, config: PPOConfig, *, constrain: Constrain = unconstrained, base_env: envs.Env | None = None) -> PPO:
         """Make the training env and the actor-critic for `config`.
 
-        Built under `ensure_compile_time_eval`: backends compute their spaces with jnp, which
-        must stay concrete even when `build` is called while tracing.
+        `base_env` replaces `envs.make(config.env)` under the training wrappers (e.g. the env
+        with a `RewardFeatures` wrapper). Built under `ensure_compile_time_eval`: backends
+        compute their spaces with jnp, which must stay concrete even when `build` is called
+        while tracing.
         """
         with jax.ensure_compile_time_eval():
             env = envs.wrap_for_training(
-                envs.make(config.env), config.num_envs, normalize_observations=config.normalize_observations
+                envs.make(config.env) if base_env is None else base_env,
+                config.num_envs,
+                normalize_observations=config.normalize_observations,
             )
         return cls(config, env, _network_for(config, env), constrain)
 
@@ -202,25 +220,41 @@ class PPO:
     def update(self, hparams: PPOHyperparams, state: PPOState) -> tuple[PPOState, dict[str, Array]]:
         """One PPO iteration: rollout, GAE, `num_epochs` x `num_minibatches` gradient steps.
 
-        Metrics (scalars): `episode/return` (mean undiscounted return of the episodes that ended
-        in this rollout, NaN if none did), `episode/count`, the loss parts averaged over the
-        minibatch steps (`loss/policy`, `loss/value`, `loss/entropy`, `loss/approx_kl`,
-        `loss/clip_fraction`), `optim/grad_norm` and `optim/learning_rate`.
+        `learn(hparams, state, rollout(state))`. Metrics (scalars): `episode/return` (mean
+        undiscounted return of the episodes that ended in this rollout, NaN if none did),
+        `episode/count`, the loss parts averaged over the minibatch steps (`loss/policy`,
+        `loss/value`, `loss/entropy`, `loss/approx_kl`, `loss/clip_fraction`),
+        `optim/grad_norm` and `optim/learning_rate`.
         """
+        return self.learn(hparams, state, self.rollout(state))
+
+    def rollout(self, state: PPOState) -> Rollout:
+        """`rollout_length` steps of every env with the current policy."""
         key, key_rollout, key_epochs = jax.random.split(state.key, 3)
-        traj, env_state, last_obs = _rollout(self, state, key_rollout)
-        advantages, targets = _advantages(self, hparams, state.params, traj, last_obs)
-        flat = jax.tree.map(lambda x: x.reshape((self.config.batch_size,) + x.shape[2:]), (traj, advantages, targets))
+        transitions, env_state, last_obs = _rollout(self, state, key_rollout)
+        return Rollout(transitions, env_state, last_obs, key, key_epochs)
+
+    def learn(self, hparams: PPOHyperparams, state: PPOState, rollout: Rollout) -> tuple[PPOState, dict[str, Array]]:
+        """GAE on `rollout.transitions.reward`, then the epochs; the metrics of `update`.
+
+        `episode/return` is the env's own return (`info['episode_return']`) whatever reward
+        the rollout was relabelled with.
+        """
+        traj = rollout.transitions
+        advantages, targets = _advantages(self, hparams, state.params, traj, rollout.last_obs)
+        batch = (traj.replace(info={}), advantages, targets)  # the loss needs no env extras
+        flat = jax.tree.map(lambda x: x.reshape((self.config.batch_size,) + x.shape[2:]), batch)
         epoch = functools.partial(_epoch, self, make_optimizer(self.config, hparams), hparams)
         (params, opt_state, _), aux = jax.lax.scan(
-            epoch, (state.params, state.opt_state, flat), jax.random.split(key_epochs, self.config.num_epochs)
+            epoch, (state.params, state.opt_state, flat), jax.random.split(rollout.key_epochs, self.config.num_epochs)
         )
         done = traj.terminated | traj.truncated
         metrics = {name: value.mean() for name, value in aux.items()}
-        metrics["episode/return"] = episode_mean(traj.episode_return, done)
+        metrics["episode/return"] = episode_mean(traj.info["episode_return"], done)
         metrics["episode/count"] = done.sum().astype(jnp.float32)
         metrics["optim/learning_rate"] = learning_rate_at(self.config, hparams, state.update_step)
-        return PPOState(params, opt_state, env_state, last_obs, key, state.update_step + 1), metrics
+        next_state = PPOState(params, opt_state, rollout.env_state, rollout.last_obs, rollout.key, state.update_step + 1)
+        return next_state, metrics
 
     def train(self, hparams: PPOHyperparams, key: PRNGKeyArray) -> tuple[PPOState, dict[str, Array]]:
         """A whole run: `init`, then `num_updates` updates in one `lax.scan`; metrics `[num_updates]`."""
@@ -289,7 +323,7 @@ def _rollout_step(agent: PPO, params, carry, key):
         terminated=ts.terminated,
         truncated=ts.truncated,
         final_obs=ts.final_obs,
-        episode_return=ts.info["episode_return"],
+        info=ts.info,
     )
     return (env_state, ts.obs), transition
 

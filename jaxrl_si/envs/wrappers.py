@@ -24,6 +24,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from collections.abc import Callable
+from typing import Any
+
 from jaxrl_si._checks import check_positive
 from jaxrl_si.envs.core import Box, Env, TimeStep, Wrapper, check_positive_int
 
@@ -31,6 +34,33 @@ from jaxrl_si.envs.core import Box, Env, TimeStep, Wrapper, check_positive_int
 def _select(pred: Array, on_true, on_false):
     """`where(pred, a, b)` over matching pytrees; `pred` is a scalar (vmap batches it)."""
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+class RewardFeatures(Wrapper):
+    """Adds `info['features']`: `[K]` per-step quantities the reward is made of, for preference oracles.
+
+    `features(state, action, next_state) -> [K]` sees the wrapped env's states before and after
+    the step and the action as that env receives it (wrap the backend env directly, inside
+    `RescaleAction`, so actions are in its own units). `reset` reports zeros. The state is the
+    wrapped env's: nothing to declare for data parallelism.
+    """
+
+    def __init__(self, env: Env, features: Callable[[Any, Array, Any], Array], num_features: int):
+        super().__init__(env)
+        self.features = features
+        self.num_features = check_positive_int("num_features", num_features)
+
+    def reset(self, key: PRNGKeyArray) -> tuple[Any, TimeStep]:
+        state, ts = self.env.reset(key)
+        return state, ts.replace(info={**ts.info, "features": jnp.zeros((self.num_features,), jnp.float32)})
+
+    def step(self, state, action: Array, key: PRNGKeyArray) -> tuple[Any, TimeStep]:
+        next_state, ts = self.env.step(state, action, key)
+        features = jnp.asarray(self.features(state, action, next_state), jnp.float32).reshape(self.num_features)
+        return next_state, ts.replace(info={**ts.info, "features": features})
+
+    def env_axis_leaves(self, state):
+        return self.env.env_axis_leaves(state)
 
 
 class TimeLimitState(flax.struct.PyTreeNode):

@@ -43,6 +43,7 @@ class MLP(nn.Module):
     activation: str = "tanh"
     output_scale: float = 1.0
     layer_norm: bool = False
+    output_bias: bool = True  # False where the loss cannot see a constant shift of the output
 
     @nn.compact
     def __call__(self, x: Float[Array, "... D"]) -> Float[Array, "... O"]:
@@ -56,6 +57,7 @@ class MLP(nn.Module):
             self.output_size,
             kernel_init=orthogonal(self.output_scale),
             bias_init=nn.initializers.zeros,
+            use_bias=self.output_bias,
         )(x)
 
 
