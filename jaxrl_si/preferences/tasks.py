@@ -1,0 +1,103 @@
+"""Tasks for preference experiments: each env's reward features and the oracles set to its scale.
+
+A `PreferenceTask` names an env with a fixed horizon (every episode lasts `episode_length`
+steps, so whole trajectories line up with a rollout), the per-step features φ its reward is
+made of (r = φ · w_true), and one preset per oracle name, with temperatures and limits chosen
+for the task's return scale. `TASKS[env].oracle(name)` is what a command line selects.
+
+gymnax `Pendulum-v1` (Brockman et al. 2016's Pendulum, 200 steps, no termination): φ = (θ², θ̇²,
+u²) with θ the angle from upright in [−π, π), θ̇ the angular speed (|θ̇| ≤ 8) and u the applied
+torque (|u| ≤ 2), all before the step; r = −(θ² + 0.1 θ̇² + 0.001 u²), so w_true = (−1, −0.1,
+−0.001). Returns run from about −1,500 (flailing) to about −150 (a swing-up and balance); two
+random starts of one good policy differ by up to ~100, so the Bradley-Terry temperature 20 makes
+a difference of 20 a 73 % preference. The presets:
+
+- `bt`, `hard`, `thurstone` (σ = 20): Markovian, on the return.
+- `flip`: the perfect annotator with 20 % of labels flipped.
+- `mixture`: one of three annotators at random, each with a reward weighting of its own: the
+  task's (−1, −0.1, −0.001), a speed-averse one (−1, −1, −0.001) and an effort-averse one
+  (−1, −0.1, −0.1); temperature 20.
+- `constrained` (non-Markovian): never spin faster than 6 rad/s (θ̇² ≤ 36 at every step; a
+  swing-up needs torque on the way up to stay under it, and a motor or a joint has such a
+  limit), then the return. Pendulum's own speed clip is 8 rad/s.
+- `majority` (intransitive): the three annotators of `mixture`, deterministic, by majority.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+
+import jax.numpy as jnp
+from jaxtyping import Array
+
+from jaxrl_si import envs
+from jaxrl_si.errors import ConfigError
+from jaxrl_si.preferences.oracles import (
+    AnnotatorMixture,
+    BradleyTerry,
+    ConstrainedReturn,
+    HardLabels,
+    LabelFlip,
+    MajorityVote,
+    Oracle,
+    Thurstone,
+)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PreferenceTask:
+    """An env with a fixed horizon, its reward features and its oracle presets."""
+
+    env: str
+    episode_length: int
+    feature_names: tuple[str, ...]
+    true_weights: tuple[float, ...]  # r = features · true_weights
+    features: Callable[[object, Array, object], Array]  # (state, action, next_state) of the backend env -> [K]
+    oracles: Mapping[str, Oracle]
+
+    def make_env(self) -> envs.Env:
+        """The backend env with `info['features']` on every step."""
+        return envs.RewardFeatures(envs.make(self.env), self.features, len(self.feature_names))
+
+    def oracle(self, name: str) -> Oracle:
+        """The preset oracle `name`, or `ConfigError` listing this task's."""
+        if name not in self.oracles:
+            raise ConfigError(f"unknown oracle {name!r} for {self.env}; choose from {sorted(self.oracles)}")
+        return self.oracles[name]
+
+
+def task(env: str) -> PreferenceTask:
+    """The preference task of `env`, or `ConfigError` listing the envs that have one."""
+    if env not in TASKS:
+        raise ConfigError(f"no preference task for {env!r} (reward features and oracle presets); known: {sorted(TASKS)}")
+    return TASKS[env]
+
+
+def _pendulum_features(state, action: Array, next_state) -> Array:
+    """(θ², θ̇², u²) of gymnax's Pendulum before the step; u is the torque it applied (clipped)."""
+    angle = jnp.mod(state.theta + jnp.pi, 2.0 * jnp.pi) - jnp.pi
+    return jnp.stack([angle**2, state.theta_dot**2, next_state.last_u**2])
+
+
+_PENDULUM_TRUE = (-1.0, -0.1, -0.001)
+_PENDULUM_ANNOTATORS = (_PENDULUM_TRUE, (-1.0, -1.0, -0.001), (-1.0, -0.1, -0.1))
+
+PENDULUM = PreferenceTask(
+    env="gymnax:Pendulum-v1",
+    episode_length=200,
+    feature_names=("angle_sq", "speed_sq", "torque_sq"),
+    true_weights=_PENDULUM_TRUE,
+    features=_pendulum_features,
+    oracles={
+        "bt": BradleyTerry(temperature=20.0),
+        "hard": HardLabels(),
+        "thurstone": Thurstone(noise_std=20.0),
+        "flip": LabelFlip(flip_rate=0.2),
+        "mixture": AnnotatorMixture(_PENDULUM_ANNOTATORS, (1.0, 1.0, 1.0), temperature=20.0),
+        "constrained": ConstrainedReturn(feature=1, limit=36.0, temperature=20.0),
+        "majority": MajorityVote(_PENDULUM_ANNOTATORS),
+    },
+)
+
+TASKS: dict[str, PreferenceTask] = {PENDULUM.env: PENDULUM}
