@@ -8,7 +8,10 @@ import sys
 import pytest
 
 AGENTS = sorted(p for p in (pathlib.Path(__file__).parent.parent / "jaxrl_si" / "agents").glob("*.py") if p.name != "__init__.py")
-ALLOWED = {"jaxrl_si.losses", "jaxrl_si.nets", "jaxrl_si.envs", "jaxrl_si.data", "jaxrl_si.metrics", "jaxrl_si.layout", "jaxrl_si.errors"}
+ALLOWED = {
+    "jaxrl_si.losses", "jaxrl_si.nets", "jaxrl_si.envs", "jaxrl_si.data", "jaxrl_si.metrics", "jaxrl_si.layout",
+    "jaxrl_si.errors", "jaxrl_si.preferences", "jaxrl_si.agents",
+}  # fmt: skip
 
 
 def _jaxrl_si_imports(path: pathlib.Path) -> set[str]:
@@ -34,7 +37,7 @@ def test_agents_import_no_orchestration(path):
 
 def test_losses_and_agents_import_no_io_or_plotting_backends():
     code = (
-        "import sys, jaxrl_si.losses, jaxrl_si.agents.ppo\n"
+        "import sys, jaxrl_si.losses, jaxrl_si.agents.ppo, jaxrl_si.agents.preference_ppo\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'orbax', 'tqdm', 'matplotlib', 'tensorboardX'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
