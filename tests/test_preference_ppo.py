@@ -193,3 +193,15 @@ def test_spo_and_rlhf_learn_at_paper_scale():
         config = pp.PreferencePPOConfig(methods=methods, oracles=oracles)
         first, last = _learning(config, pp.PreferencePPOHyperparams(), 312)
         assert first < -1000 and last > bound, (methods, oracles, first, last)
+
+
+def test_reacher_features_rebuild_its_reward():
+    """Brax reacher's features (distance, ‖a‖², tip speed²) give its reward with w = (−1, −1, 0)."""
+    ppo = dataclasses.replace(pp.PENDULUM_PPO, env="brax:reacher", num_envs=2, num_minibatches=2, total_env_steps=400, hidden_sizes=(16,))
+    agent = pp.PreferencePPO.build(pp.PreferencePPOConfig(ppo=ppo, methods=("ppo",), oracles=("constrained",)))
+    state = jax.jit(agent.init)(HPARAMS, jax.random.key(0))
+    episodes = jax.jit(agent.episodes)(state, jax.random.key(1))
+    assert episodes.reward.shape == (2, 200)
+    weights = jnp.asarray(agent.config.task.true_weights)
+    np.testing.assert_allclose(episodes.features @ weights, episodes.reward, rtol=1e-5, atol=1e-5)
+    assert bool(jnp.all(episodes.features >= 0))

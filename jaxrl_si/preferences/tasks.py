@@ -21,6 +21,14 @@ a difference of 20 a 73 % preference. The presets:
   swing-up needs torque on the way up to stay under it, and a motor or a joint has such a
   limit), then the return. Pendulum's own speed clip is 8 rad/s.
 - `majority` (intransitive): the three annotators of `mixture`, deterministic, by majority.
+
+Brax `reacher` with a 200-step time limit (a two-link arm reaching a random target; no
+termination): φ = (distance from fingertip to target, ‖a‖², fingertip speed²) after the step,
+r = −distance − ‖a‖², so w_true = (−1, −1, 0). Returns run from about −240 (random) to about
+−10 (PPO after 1.3·10^5 steps); the temperatures are 2. `constrained`: never move the
+fingertip faster than 1 m/s (speed² ≤ 1; PPO's trained episodes peak at 0.15–3.6).
+Annotators: the task's weights, a distance-focused (−1, −0.1, 0) and a gentle one
+(−1, −1, −0.05).
 """
 
 from __future__ import annotations
@@ -55,10 +63,11 @@ class PreferenceTask:
     true_weights: tuple[float, ...]  # r = features · true_weights
     features: Callable[[object, Array, object], Array]  # (state, action, next_state) of the backend env -> [K]
     oracles: Mapping[str, Oracle]
+    make_kwargs: Mapping[str, object] = dataclasses.field(default_factory=dict)  # for `envs.make` (e.g. the time limit)
 
     def make_env(self) -> envs.Env:
         """The backend env with `info['features']` on every step."""
-        return envs.RewardFeatures(envs.make(self.env), self.features, len(self.feature_names))
+        return envs.RewardFeatures(envs.make(self.env, **self.make_kwargs), self.features, len(self.feature_names))
 
     def oracle(self, name: str) -> Oracle:
         """The preset oracle `name`, or `ConfigError` listing this task's."""
@@ -100,4 +109,35 @@ PENDULUM = PreferenceTask(
     },
 )
 
-TASKS: dict[str, PreferenceTask] = {PENDULUM.env: PENDULUM}
+
+
+def _reacher_features(state, action: Array, next_state) -> Array:
+    """(distance to target, ‖a‖², fingertip speed²) after the step, from Brax's own metrics and
+    observation (the last 3 entries are tip − target, entries 6:8 the tip's planar velocity)."""
+    brax_state = next_state.env_state  # under the TimeLimit
+    tip_velocity = brax_state.obs[6:8]
+    return jnp.stack([-brax_state.metrics["reward_dist"], -brax_state.metrics["reward_ctrl"], jnp.sum(tip_velocity**2)])
+
+
+_REACHER_TRUE = (-1.0, -1.0, 0.0)
+_REACHER_ANNOTATORS = (_REACHER_TRUE, (-1.0, -0.1, 0.0), (-1.0, -1.0, -0.05))
+
+REACHER = PreferenceTask(
+    env="brax:reacher",
+    episode_length=200,
+    feature_names=("distance", "torque_sq", "tip_speed_sq"),
+    true_weights=_REACHER_TRUE,
+    features=_reacher_features,
+    oracles={
+        "bt": BradleyTerry(temperature=2.0),
+        "hard": HardLabels(),
+        "thurstone": Thurstone(noise_std=2.0),
+        "flip": LabelFlip(flip_rate=0.2),
+        "mixture": AnnotatorMixture(_REACHER_ANNOTATORS, (1.0, 1.0, 1.0), temperature=2.0),
+        "constrained": ConstrainedReturn(feature=2, limit=1.0, temperature=2.0),
+        "majority": MajorityVote(_REACHER_ANNOTATORS),
+    },
+    make_kwargs={"episode_length": 200},
+)
+
+TASKS: dict[str, PreferenceTask] = {PENDULUM.env: PENDULUM, REACHER.env: REACHER}
