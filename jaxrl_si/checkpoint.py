@@ -153,22 +153,10 @@ class Checkpointer:
         requested = None if config is None else json_value(config, what="config")
         failures = []
         for step in reversed(self.all_steps()):
-            try:
-                meta = self._read_meta(step)
-            except Exception as error:  # noqa: BLE001 (Orbax raises many types for damaged steps)
-                failures.append(self._report(step, f"unreadable meta item ({_one_line(error)})"))
-                continue
-            if requested is not None:
-                _check_config(meta["config"], requested)
-            try:
-                restored = self._restore_step(step, abstract, meta)
-            except Exception as error:  # noqa: BLE001
-                failures.append(self._report(step, f"restore failed ({_one_line(error)})"))
-                continue
-            problem = _integrity_problem(restored, meta)
-            if problem is None:
-                return restored
-            failures.append(self._report(step, problem))
+            outcome = self._verified_step(step, abstract, requested)
+            if isinstance(outcome, Restored):
+                return outcome
+            failures.append(self._report(step, outcome))
         if failures:
             raise CorruptCheckpointError(f"no step in {self.directory} could be restored: " + "; ".join(failures))
         return None
@@ -181,17 +169,28 @@ class Checkpointer:
         """
         self.wait()
         abstract = abstract_target(target)
-        if step not in self.all_steps():
-            raise CorruptCheckpointError(f"no checkpoint step {step} in {self.directory} (steps: {self.all_steps()})")
+        steps = self.all_steps()
+        if step not in steps:
+            raise CorruptCheckpointError(f"no checkpoint step {step} in {self.directory} (steps: {steps})")
+        outcome = self._verified_step(step, abstract, None)
+        if not isinstance(outcome, Restored):
+            raise CorruptCheckpointError(f"checkpoint step {step} in {self.directory}: {outcome}")
+        return outcome
+
+    def _verified_step(self, step: int, abstract, requested: dict | None) -> Restored | str:
+        """Step `step` restored and verified, or the reason it is not (`ConfigMismatchError` if
+        `requested` is given and differs from the saved config)."""
         try:
             meta = self._read_meta(step)
-            restored = self._restore_step(step, abstract, meta)
         except Exception as error:  # noqa: BLE001 (Orbax raises many types for damaged steps)
-            raise CorruptCheckpointError(f"checkpoint step {step} in {self.directory}: {_one_line(error)}") from None
-        problem = _integrity_problem(restored, meta)
-        if problem is not None:
-            raise CorruptCheckpointError(f"checkpoint step {step} in {self.directory}: {problem}")
-        return restored
+            return f"unreadable meta item ({_one_line(error)})"
+        if requested is not None:
+            _check_config(meta["config"], requested)
+        try:
+            restored = self._restore_step(step, abstract, meta)
+        except Exception as error:  # noqa: BLE001
+            return f"restore failed ({_one_line(error)})"
+        return _integrity_problem(restored, meta) or restored
 
     def _read_meta(self, step: int) -> dict:
         meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]

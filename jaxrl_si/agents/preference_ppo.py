@@ -114,11 +114,6 @@ class PreferencePPOConfig:
         return self.task.episode_length
 
     @property
-    def episodes_per_update(self) -> int:
-        """E: whole trajectories in one rollout."""
-        return self.ppo.batch_size // self.episode_length
-
-    @property
     def num_updates(self) -> int:
         return self.ppo.num_updates
 
@@ -269,10 +264,7 @@ class PreferencePPO:
         episodes = jax.vmap(self.episodes)(iterates, jax.random.split(key, count))  # [K, E, L]
 
         def mean_probability(oracle, a, b):
-            e = a.reward.shape[0]
-            rows = jax.tree.map(lambda x: jnp.broadcast_to(x[:, None], (e, *x.shape)), a)
-            cols = jax.tree.map(lambda x: jnp.broadcast_to(x[None], (e, *x.shape)), b)
-            return oracle.probability(rows, cols).mean()
+            return oracle.probability(*preferences.cross_pairs(a, b)).mean()
 
         def matrix(oracle, episodes):
             pair = functools.partial(mean_probability, oracle)
@@ -287,13 +279,10 @@ class PreferencePPO:
 
     def _queue_labels(self, hparams, key, episodes: Trajectories, queue: TrajectoryQueue) -> Float[Array, "E Q"]:
         """L[i, q]: sampled label of batch trajectory i against queued trajectory q."""
-        e, q = episodes.reward.shape[0], self.config.queue_size
-        if q == 0:
-            return jnp.zeros((e, 0), jnp.float32)
-        rows = jax.tree.map(lambda x: jnp.broadcast_to(x[:, None], (e, q, *x.shape[1:])), episodes)
-        cols = jax.tree.map(lambda x: jnp.broadcast_to(x[None], (e, *x.shape)), queue.trajectories)
+        if self.config.queue_size == 0:
+            return jnp.zeros((episodes.reward.shape[0], 0), jnp.float32)
         branches = [functools.partial(preferences.sample_preferences, oracle) for oracle in self.oracles]
-        return _switch(hparams.oracle, branches, key, rows, cols)
+        return _switch(hparams.oracle, branches, key, *preferences.cross_pairs(episodes, queue.trajectories))
 
     def _train_reward_model(self, hparams, model: RewardModelState, traj: Transition, labels):
         """`reward_model_steps` Adam steps of the BT loss on the batch's pairs; r̂ `[T, N]` after them."""

@@ -19,13 +19,13 @@ statistics are pooled over the batch, as in PPO implementations).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import flax.struct
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
-
-from collections.abc import Callable
-from typing import Any
 
 from jaxrl_si._checks import check_positive
 from jaxrl_si.envs.core import Box, Env, TimeStep, Wrapper, check_positive_int

@@ -274,17 +274,21 @@ def sample_preferences(oracle: Oracle, key: PRNGKeyArray, a: Trajectories, b: Tr
     return jax.random.bernoulli(key, probability).astype(probability.dtype)
 
 
+def cross_pairs(a: Trajectories, b: Trajectories) -> tuple[Trajectories, Trajectories]:
+    """`[Na, Nb, ...]` views (i, j) -> (a_i, b_j) of two batches of trajectories, by broadcasting."""
+    rows = jax.tree.map(lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], b.reward.shape[0], *x.shape[1:])), a)
+    cols = jax.tree.map(lambda x: jnp.broadcast_to(x[None], (a.reward.shape[0], *x.shape)), b)
+    return rows, cols
+
+
 def _all_pairs(trajectories: Trajectories) -> tuple[Trajectories, Trajectories]:
-    """`[N, N, ...]` views (i, j) -> (trajectory i, trajectory j), by broadcasting."""
+    """`[N, N, ...]` views (i, j) -> (trajectory i, trajectory j) of one `[N, T]` batch."""
     check_trajectories("trajectories", trajectories)
     if trajectories.reward.ndim != 2:
         raise _checks.ArgumentValueError(
             f"`trajectories` must be one batch [N, T], got reward shape {tuple(trajectories.reward.shape)}; vmap over more."
         )
-    n = trajectories.reward.shape[0]
-    rows = jax.tree.map(lambda x: jnp.broadcast_to(x[:, None], (n, *x.shape)), trajectories)
-    cols = jax.tree.map(lambda x: jnp.broadcast_to(x[None, :], (n, *x.shape)), trajectories)
-    return rows, cols
+    return cross_pairs(trajectories, trajectories)
 
 
 def preference_matrix(oracle: Oracle, trajectories: Trajectories) -> Float[Array, "N N"]:

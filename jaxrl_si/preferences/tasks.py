@@ -83,6 +83,21 @@ def task(env: str) -> PreferenceTask:
     return TASKS[env]
 
 
+def _oracle_presets(*, scale: float, annotators, speed_feature: int, speed_limit: float) -> dict[str, Oracle]:
+    """The seven presets of a task: `scale` is the BT temperature and Thurstone noise (a return
+    difference that decides 73 % of labels), `annotators` the three weightings of `mixture` and
+    `majority`, and `constrained` caps feature `speed_feature` at `speed_limit` on every step."""
+    return {
+        "bt": BradleyTerry(temperature=scale),
+        "hard": HardLabels(),
+        "thurstone": Thurstone(noise_std=scale),
+        "flip": LabelFlip(flip_rate=0.2),
+        "mixture": AnnotatorMixture(annotators, (1.0, 1.0, 1.0), temperature=scale),
+        "constrained": ConstrainedReturn(feature=speed_feature, limit=speed_limit, temperature=scale),
+        "majority": MajorityVote(annotators),
+    }
+
+
 def _pendulum_features(state, action: Array, next_state) -> Array:
     """(θ², θ̇², u²) of gymnax's Pendulum before the step; u is the torque it applied (clipped)."""
     angle = jnp.mod(state.theta + jnp.pi, 2.0 * jnp.pi) - jnp.pi
@@ -98,17 +113,8 @@ PENDULUM = PreferenceTask(
     feature_names=("angle_sq", "speed_sq", "torque_sq"),
     true_weights=_PENDULUM_TRUE,
     features=_pendulum_features,
-    oracles={
-        "bt": BradleyTerry(temperature=20.0),
-        "hard": HardLabels(),
-        "thurstone": Thurstone(noise_std=20.0),
-        "flip": LabelFlip(flip_rate=0.2),
-        "mixture": AnnotatorMixture(_PENDULUM_ANNOTATORS, (1.0, 1.0, 1.0), temperature=20.0),
-        "constrained": ConstrainedReturn(feature=1, limit=36.0, temperature=20.0),
-        "majority": MajorityVote(_PENDULUM_ANNOTATORS),
-    },
+    oracles=_oracle_presets(scale=20.0, annotators=_PENDULUM_ANNOTATORS, speed_feature=1, speed_limit=36.0),
 )
-
 
 
 def _reacher_features(state, action: Array, next_state) -> Array:
@@ -128,15 +134,7 @@ REACHER = PreferenceTask(
     feature_names=("distance", "torque_sq", "tip_speed_sq"),
     true_weights=_REACHER_TRUE,
     features=_reacher_features,
-    oracles={
-        "bt": BradleyTerry(temperature=2.0),
-        "hard": HardLabels(),
-        "thurstone": Thurstone(noise_std=2.0),
-        "flip": LabelFlip(flip_rate=0.2),
-        "mixture": AnnotatorMixture(_REACHER_ANNOTATORS, (1.0, 1.0, 1.0), temperature=2.0),
-        "constrained": ConstrainedReturn(feature=2, limit=1.0, temperature=2.0),
-        "majority": MajorityVote(_REACHER_ANNOTATORS),
-    },
+    oracles=_oracle_presets(scale=2.0, annotators=_REACHER_ANNOTATORS, speed_feature=2, speed_limit=1.0),
     make_kwargs={"episode_length": 200},
 )
 
