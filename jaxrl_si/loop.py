@@ -227,7 +227,9 @@ def updates_per_iteration(num_updates: int, target_iterations: int) -> int:
     The smallest divisor of `num_updates` that is >= num_updates / target_iterations: every
     iteration then runs the same compiled program (e.g. 976 updates, 20 wanted: 16 of 61).
     """
-    lower = max(1, -(-num_updates // max(target_iterations, 1)))
+    if isinstance(target_iterations, bool) or not isinstance(target_iterations, int) or target_iterations < 1:
+        raise ConfigError(f"iterations must be a positive int, got {target_iterations!r}")
+    lower = max(1, -(-num_updates // target_iterations))
     return next(d for d in range(lower, num_updates + 1) if num_updates % d == 0)
 
 

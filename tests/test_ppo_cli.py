@@ -61,6 +61,7 @@ BAD_INPUTS = [
     (["--seeds", "4", "--mesh", "64", "1"], "mesh (sweep=64, data=1) needs 64 devices"),
     (["--config.env", "gymnax:NoSuchEnv-v0"], "unknown gymnax environment 'NoSuchEnv-v0'"),
     (["--config.env", "nobackend:x"], "must be '<backend>:<env>'"),
+    (["--iterations", "0"], "iterations must be a positive int, got 0"),
 ]
 PARSE_ERRORS = [  # found by tyro while it builds the config: its own framed message, no traceback
     (["--config.num-minibatches", "3"], "PPOConfig.num_minibatches=3 must divide num_envs * rollout_length = 512"),

@@ -78,6 +78,7 @@ def _cli_error(args, run_dir, capsys) -> str:
     ("args", "message"),
     [
         (["--sweep", "method=0,1"], "set by --config.methods"),
+        (["--hparams.oracle", "7"], "set by --config.methods and --config.oracles, not by --sweep or --hparams"),
         (["--sweep", "spo_queue=0,abc"], "spo_queue: 'abc' is not a number"),
         (["--sweep", "spo_quue=0,1"], "unknown hyperparameter 'spo_quue'"),
     ],

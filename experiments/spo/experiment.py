@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 
 import jax
@@ -65,8 +64,8 @@ def comparison_settings(config: PreferencePPOConfig) -> list[dict[str, float]]:
 def main(run: RunConfig) -> dict:
     config = run.config
     extra = sweep.parse_spec(run.sweep)
-    if {"method", "oracle"} & set(sweep.swept_names(extra)):
-        raise ConfigError("method and oracle are set by --config.methods and --config.oracles, not by --sweep")
+    if {"method", "oracle"} & set(sweep.swept_names(extra)) or (run.hparams.method, run.hparams.oracle) != (0.0, 0.0):
+        raise ConfigError("method and oracle are set by --config.methods and --config.oracles, not by --sweep or --hparams")
     spec = sweep.cross(sweep.Listed(tuple(comparison_settings(config))), extra)
     members = len(sweep.settings(spec)) * run.seeds
     trainer = cli.trainer_for(PreferencePPO.build, config, members=members, mesh=run.mesh, iterations=run.iterations)
@@ -87,16 +86,17 @@ def main(run: RunConfig) -> dict:
     states = _iterate_states(trainer, hparams, run)
     evaluation = analysis.evaluate(trainer, hparams, states, result, run)
     summary = analysis.write(trainer, result, evaluation, run)
-    print(json.dumps(summary["table"], indent=1))
+    print(analysis.markdown(summary["table"]), end="")
     return summary
 
 
 def _iterate_states(trainer: loop.Trainer, hparams, run: RunConfig):
-    """Every iteration's member states, stacked `[K, M, ...]` (K = iterations), from the checkpoints."""
+    """The member states stacked `[K, M, ...]` from the checkpoints: every iteration's for the
+    win-rate matrices, else the last one only (K = 1)."""
     init_members, _ = trainer.compiled
     keys = sweep.member_keys(run.seed, len(jax.tree.leaves(hparams)[0]) // run.seeds, run.seeds)
     abstract = jax.eval_shape(init_members, hparams, keys)
     with checkpoint.Checkpointer(run.run_dir / "checkpoints", max_to_keep=None) as saver:
-        steps = saver.all_steps()
+        steps = saver.all_steps() if run.matrices else saver.all_steps()[-1:]
         states = [saver.restore(step, abstract).state for step in steps]
     return jax.tree.map(lambda *xs: jax.numpy.stack(xs), *states)
