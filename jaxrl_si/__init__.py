@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 __all__ = [
     "agents",
     "checkpoint",
+    "data",
     "envs",
     "errors",
     "layout",

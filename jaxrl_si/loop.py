@@ -59,6 +59,11 @@ class Agent(Protocol):
 
     def update(self, hparams: Any, state: Any) -> tuple[Any, dict[str, jax.Array]]: ...
 
+    # Optional: `data`, a dataclass field holding a pytree of arrays that every member reads and
+    # none changes (an offline dataset). The trainer passes it to the compiled programs as an
+    # argument, unbatched (one copy for all members, replicated over a mesh), instead of letting
+    # jit embed it in the program as a constant; it is not checkpointed.
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Trainer:
@@ -114,8 +119,26 @@ class Trainer:
 
     @functools.cached_property
     def compiled(self) -> tuple[Callable, Callable]:
-        """`jit(vmap(init))` and `jit(vmap(iterate))` over members (compiled at their first call)."""
-        return jax.jit(vmap_members(self.init, self.mesh)), jax.jit(vmap_members(self.iterate, self.mesh))
+        """`jit(vmap(init))` and `jit(vmap(iterate))` over members (compiled at their first call).
+
+        An agent's shared `data` goes in as an unbatched argument (bound here), so the programs
+        hold no copy of it: a dataset closed over by jit would be baked into the program as a
+        literal (measured on jax 0.10: a 32 MB array became 64 MB of HLO text).
+        """
+        data = getattr(self.agent, "data", None)
+        if data is None:
+            return jax.jit(vmap_members(self.init, self.mesh)), jax.jit(vmap_members(self.iterate, self.mesh))
+        data = jax.device_put(data, None if self.mesh is None else NamedSharding(self.mesh, P()))
+        init, iterate = (jax.jit(vmap_members(self._reading(method), self.mesh, in_axes=(None, 0, 0))) for method in (Trainer.init, Trainer.iterate))
+        return functools.partial(init, data), functools.partial(iterate, data)
+
+    def _reading(self, method: Callable) -> Callable:
+        """`method(self, hparams, x)` as `fn(data, hparams, x)`, the agent rebound to the (traced) `data`."""
+
+        def with_data(data, hparams, x):
+            return method(dataclasses.replace(self, agent=dataclasses.replace(self.agent, data=data)), hparams, x)
+
+        return with_data
 
     def check_members(self, members: int) -> None:
         """Raise `ConfigError` unless `members` divides over the mesh's `sweep` axis."""

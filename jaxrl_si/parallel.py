@@ -149,12 +149,13 @@ def shard_batch_axis(tree, axis: int = 0, *, mesh: Mesh):
     return jax.tree_util.tree_map_with_path(constrain, tree)
 
 
-def vmap_members(fn, mesh: Mesh | None = None):
+def vmap_members(fn, mesh: Mesh | None = None, in_axes=0):
     """`jax.vmap(fn)` over a leading member axis, laid over the mesh's `sweep` axis.
 
     With a mesh this is `jax.vmap(fn, spmd_axis_name="sweep")`: each sharding constraint inside
     `fn` (e.g. `shard_batch_axis`) gains the member axis as `sweep`, so the whole program keeps
     members on `sweep` and batches on `data`. (A plain `vmap` leaves the member axis
     unconstrained, and XLA may replicate members, e.g. when the inputs are not yet sharded.)
+    `in_axes` as for `jax.vmap` (None for an argument all members share, e.g. a dataset).
     """
-    return jax.vmap(fn) if mesh is None else jax.vmap(fn, spmd_axis_name="sweep")
+    return jax.vmap(fn, in_axes) if mesh is None else jax.vmap(fn, in_axes, spmd_axis_name="sweep")
