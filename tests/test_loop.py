@@ -7,6 +7,7 @@ devices resumes on 1 and one checkpointed on 1 resumes on 8; without `--mesh`, m
 over one host device per core.
 """
 
+import dataclasses
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import time
 import warnings
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from cpu_devices import cpu_devices_env
@@ -171,3 +173,43 @@ def test_a_dropped_trainer_frees_its_agent_and_compiled_programs(tmp_path):
     del trainer
     gc.collect()
     assert [ref() for ref in held] == [None] * len(held)
+
+
+@dataclasses.dataclass(frozen=True)
+class _MeanOfDataConfig:
+    kind: str = "mean-of-data"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _MeanOfData:
+    """A minimal agent with shared `data`: each update adds the mean of a random row of it."""
+
+    data: jax.Array  # [R, D]
+    config: _MeanOfDataConfig = _MeanOfDataConfig()
+    num_updates: int = 4
+    env_steps_per_update: int = 1
+    data_parallel_sizes: dict = dataclasses.field(default_factory=dict)
+
+    def init(self, hparams, key):
+        return {"total": jnp.zeros(()), "key": key}
+
+    def update(self, hparams, state):
+        key, key_row = jax.random.split(state["key"])
+        row = self.data[jax.random.randint(key_row, (), 0, self.data.shape[0])]
+        total = state["total"] + hparams * row.mean()
+        return {"total": total, "key": key}, {"episode/return": total, "episode/count": jnp.ones(())}
+
+
+def test_shared_data_is_an_argument_of_the_programs_not_a_constant(tmp_path):
+    data = jnp.arange(100_000.0).reshape(5000, 20)  # as a constant: over 10^5 characters of program text
+    trainer = loop.Trainer(_MeanOfData(data), updates_per_iteration=2)
+    hparams, keys = jnp.array([1.0, 2.0]), jax.random.split(jax.random.key(0), 2)
+    init, iterate = trainer.compiled
+    program = iterate.func.lower(iterate.args[0], hparams, init(hparams, keys)).as_text()
+    assert len(program) < 100_000
+    result = loop.run(trainer, hparams, keys, run_dir=tmp_path, async_checkpoints=False)
+    solo = jax.jit(trainer.agent.update)
+    state = trainer.agent.init(2.0, keys[1])
+    for _ in range(4):
+        state, _ = solo(2.0, state)
+    np.testing.assert_allclose(result.state["total"][1], state["total"], rtol=1e-6)
