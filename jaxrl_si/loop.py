@@ -81,6 +81,7 @@ class Trainer:
     mesh: Mesh | None = None  # members over its `sweep` axis, the agent's batches over `data`
     return_metric: str = "episode/return"  # shown on the progress bar, scored by sweeps
     count_metric: str | None = "episode/count"  # weights `return_metric` when averaging
+    data_per_member: bool = False  # the agent's `data` has a leading member axis (each member its own dataset)
 
     def __post_init__(self):
         num_updates = self.agent.num_updates
@@ -121,15 +122,18 @@ class Trainer:
     def compiled(self) -> tuple[Callable, Callable]:
         """`jit(vmap(init))` and `jit(vmap(iterate))` over members (compiled at their first call).
 
-        An agent's shared `data` goes in as an unbatched argument (bound here), so the programs
-        hold no copy of it: a dataset closed over by jit would be baked into the program as a
-        literal (measured on jax 0.10: a 32 MB array became 64 MB of HLO text).
+        An agent's `data` goes in as an argument (bound here), so the programs hold no copy of
+        it: a dataset closed over by jit would be baked into the program as a literal (measured
+        on jax 0.10: a 32 MB array became 64 MB of HLO text). It is unbatched (one copy read by
+        every member, replicated over a mesh) unless `data_per_member`, when its leading axis
+        is the members' (sharded like them).
         """
         data = getattr(self.agent, "data", None)
         if data is None:
             return jax.jit(vmap_members(self.init, self.mesh)), jax.jit(vmap_members(self.iterate, self.mesh))
-        data = jax.device_put(data, None if self.mesh is None else NamedSharding(self.mesh, P()))
-        init, iterate = (jax.jit(vmap_members(self._reading(method), self.mesh, in_axes=(None, 0, 0))) for method in (Trainer.init, Trainer.iterate))
+        data_axis = 0 if self.data_per_member else None
+        data = _place(data, self.mesh) if self.data_per_member else jax.device_put(data, None if self.mesh is None else NamedSharding(self.mesh, P()))
+        init, iterate = (jax.jit(vmap_members(self._reading(method), self.mesh, in_axes=(data_axis, 0, 0))) for method in (Trainer.init, Trainer.iterate))
         return functools.partial(init, data), functools.partial(iterate, data)
 
     def _reading(self, method: Callable) -> Callable:

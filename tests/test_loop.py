@@ -213,3 +213,10 @@ def test_shared_data_is_an_argument_of_the_programs_not_a_constant(tmp_path):
     for _ in range(4):
         state, _ = solo(2.0, state)
     np.testing.assert_allclose(result.state["total"][1], state["total"], rtol=1e-6)
+
+
+def test_data_per_member_gives_each_member_its_own_rows(tmp_path):
+    data = jnp.stack([jnp.ones((50, 4)), 3 * jnp.ones((50, 4))])  # member 0 reads ones, member 1 threes
+    trainer = loop.Trainer(_MeanOfData(data), updates_per_iteration=2, data_per_member=True)
+    result = loop.run(trainer, jnp.array([1.0, 1.0]), jax.random.split(jax.random.key(0), 2), run_dir=tmp_path, async_checkpoints=False)
+    np.testing.assert_allclose(result.state["total"], [4.0, 12.0])
