@@ -164,7 +164,7 @@ def gather_segments(episodes: Episodes, segments: Segments, index: Int[Array, "B
 
     def view(field: Array) -> Array:
         def one(e, s):
-            row = field[e]
+            row = jnp.asarray(field)[e]
             return jax.lax.dynamic_slice_in_dim(row, s, length, axis=0)
 
         return jax.vmap(one)(episode, start)
