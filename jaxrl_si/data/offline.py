@@ -24,9 +24,10 @@ sum of optimal advantages is larger,
 
 .. math:: \sum_{t=0}^{L-1} \gamma^t A^*(s_t, a_t) = \sum_{t=0}^{L-1} \gamma^t r_t + \gamma^L V^*(s_L) - V^*(s_0),
 
-which the dataset stores per step as `oracle_advantage` (A*(s_t, a_t) = r_t + γ V*(s_{t+1})
-(1 − terminal) − V*(s_t), V* the critic of the policy that made the data; Hejna et al. 2023,
-Eq. 3 and App. on data). Undiscounted sums (γ = 1 within the segment) as in the official code.
+which the dataset stores per step as `oracle_advantage` (A*(s_t, a_t) = r_t + γ_A V*(s_{t+1})
+(1 − terminal) − V*(s_t), V* the critic of the fully trained data policy; Hejna et al. 2023,
+Eq. 3 and App. on data). Oracles compare undiscounted sums over the segment, which telescope to
+the formula above for γ_A = 1, the default of `data.generate` and the official code's `rl_sum`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from jaxrl_si.errors import ConfigError
-from jaxrl_si.preferences.oracles import Oracle, Trajectories, preference_probability, sample_preferences
+from jaxrl_si.preferences.oracles import (
+    Oracle,
+    Trajectories,
+    preference_probability,
+    sample_preferences,
+)
 
 STEP_FIELDS = ("observation", "action", "reward", "discount", "is_first", "is_last", "is_terminal", "features", "oracle_advantage")
 
