@@ -134,7 +134,7 @@ def generated():
 
 
 def test_shapes_dtypes_and_flags(generated):
-    data, _ = generated
+    data = generated.data
     ep = data.episodes
     assert ep.observation.shape == (8, 200, 3) and ep.observation.dtype == np.float32
     assert ep.action.shape == (8, 200, 1) and ep.features.shape == (8, 200, 3)
@@ -149,7 +149,7 @@ def test_shapes_dtypes_and_flags(generated):
 
 
 def test_segment_views_equal_the_raw_steps(generated):
-    data, _ = generated
+    data = generated.data
     seg = data.segments
     batch = gather_segments(jax.device_put(data.episodes), seg, jnp.arange(seg.num_segments))
     for name in STEP_FIELDS:
@@ -158,7 +158,7 @@ def test_segment_views_equal_the_raw_steps(generated):
 
 
 def test_sparse_pairs_carry_hard_regret_labels(generated):
-    data, _ = generated
+    data = generated.data
     pairs, seg, ep = data.pairs, data.segments, data.episodes
     score = np.array([ep.oracle_advantage[e, s : s + 16].sum() for e, s in zip(seg.episode, seg.start, strict=True)])
     np.testing.assert_array_equal(pairs.label, np.sign(score[pairs.first] - score[pairs.second]) / 2 + 0.5)
@@ -171,17 +171,17 @@ def test_sparse_pairs_carry_hard_regret_labels(generated):
 
 
 def test_metadata(generated):
-    data, meta = generated
-    assert [p["env_steps"] for p in meta["policies"]] == [800, 1600] and [p["stage"] for p in meta["policies"]] == [0.5, 1.0]
-    for index, policy in enumerate(meta["policies"]):
+    data, meta, _ = generated
+    assert [p["env_steps"] for p in meta.policies] == [800, 1600] and [p["stage"] for p in meta.policies] == [0.5, 1.0]
+    for index, policy in enumerate(meta.policies):
         assert policy["mean_return"] == pytest.approx(data.episodes.reward[data.episodes.policy == index].sum(-1).mean(), rel=1e-5)
-    assert meta["observation_shape"] == [3] and meta["action_low"] == [-1.0] and meta["env_action_high"] == [2.0]
-    assert meta["feature_names"] == list(PENDULUM.feature_names) and meta["segment_length"] == 16
-    assert (meta["action_noise"], meta["pair_oracle"], meta["num_pairs"], meta["seed"]) == (0.3, "regret", 8, 0)
+    assert meta.observation_shape == (3,) and meta.action_low == (-1.0,) and meta.extra["env_action_high"] == [2.0]
+    assert meta.feature_names == PENDULUM.feature_names and meta.segment_length == 16
+    assert (meta.action_noise, meta.oracle, meta.extra["num_pairs"], meta.seed) == (0.3, "regret", 8, 0)
 
 
 def test_same_seed_same_data(generated):
-    again, _ = gen.generate(TINY, progress=False)
+    again = gen.generate(TINY, progress=False).data
     for a, b in zip(jax.tree.leaves(generated[0]), jax.tree.leaves(again), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -241,3 +241,13 @@ def test_from_dict_refuses_unknown_keys_and_reads_nested_dicts():
         gen.GenerationConfig.from_dict({"ppo_hparams": {"lr": 1.0}})
     config = gen.GenerationConfig.from_dict({"ppo": dataclasses.asdict(TINY_PPO), "ppo_hparams": {"gamma": 0.5}, "stages": [0.5, 1.0]})
     assert config.ppo == TINY_PPO and config.ppo_hparams.gamma == 0.5 and config.stages == (0.5, 1.0)
+
+
+def test_generated_data_round_trips_through_tfds(generated, tmp_path):
+    from jaxrl_si.data import tfds_io
+
+    tfds_io.write_dataset(tmp_path, generated.data, generated.metadata)
+    data, metadata = tfds_io.read_dataset(tmp_path, expect=PENDULUM.make_env())
+    assert metadata == generated.metadata
+    for a, b in zip(jax.tree.leaves(generated.data), jax.tree.leaves(data), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -41,7 +41,7 @@ import functools
 import itertools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.struct
 import jax
@@ -61,6 +61,7 @@ from jaxrl_si.data.offline import (
     segment_starts,
 )
 from jaxrl_si.data.rollout import acting_env, rollout_episodes
+from jaxrl_si.data.tfds_io import DatasetMetadata
 from jaxrl_si.errors import ConfigError
 from jaxrl_si.metrics import episode_mean
 
@@ -222,12 +223,21 @@ class PolicySnapshot(flax.struct.PyTreeNode):
     obs_stats: envs.RunningMeanStd | None  # None when the run does not normalise observations
 
 
-def generate(config: GenerationConfig, *, progress: bool = True) -> tuple[OfflineData, dict[str, Any]]:
+class Generated(NamedTuple):
+    """A generated dataset: the arrays (NumPy), their metadata, and the oracle (the fully trained
+    PPO policy whose critic is V*), which labels later data the same way (self-improvement)."""
+
+    data: OfflineData
+    metadata: DatasetMetadata
+    oracle: PolicySnapshot
+
+
+def generate(config: GenerationConfig, *, progress: bool = True) -> Generated:
     """Train PPO, roll out each stage's noisy policy, segment and label pairs (module docstring).
 
     Returns `OfflineData` of NumPy arrays (`E = len(stages) * episodes_per_stage` episodes of
-    the task's `episode_length` steps, `episodes.policy[e]` the stage index) and the metadata
-    dict of `metadata_dict`. Deterministic in `config.seed`.
+    the task's `episode_length` steps, `episodes.policy[e]` the stage index), its
+    `dataset_metadata` and the oracle snapshot. Deterministic in `config.seed`.
     """
     from tqdm.auto import tqdm  # a host-side tool: never imported with the package
 
@@ -251,7 +261,7 @@ def generate(config: GenerationConfig, *, progress: bool = True) -> tuple[Offlin
     pairs = label_sparse_pairs(config, episodes, segments, key_pairs, key_labels)
     data = jax.tree.map(np.asarray, OfflineData(episodes, segments, pairs))
     returns = [float(np.mean(np.asarray(e.returns))) for e in stage_episodes]
-    return data, metadata_dict(config, env, returns, train_returns)
+    return Generated(data, dataset_metadata(config, env, returns, train_returns), jax.tree.map(np.asarray, oracle))
 
 
 def train_snapshots(
@@ -358,11 +368,13 @@ def label_sparse_pairs(
     return Pairs(first, second, jnp.asarray(label, jnp.float32))
 
 
-def metadata_dict(config: GenerationConfig, env: envs.Env, returns: list[float], train_returns: list[float]) -> dict[str, Any]:
-    """What a dataset file records besides the arrays: plain Python values (lists, floats, str).
+def dataset_metadata(config: GenerationConfig, env: envs.Env, returns: list[float], train_returns: list[float]) -> DatasetMetadata:
+    """What the dataset records besides its arrays (`tfds_io.DatasetMetadata`).
 
-    Bounds may be ±inf (an unbounded observation). Actions are stored in the agent's units
-    [−1, 1]; `env_action_low` / `env_action_high` map them back to the env's.
+    Actions are stored in the agent's units [−1, 1]; `extra` holds the env's own action bounds
+    (`env_action_low` / `env_action_high`), the observation bounds (±inf where unbounded), the
+    task's true reward weights, the PPO config and hyperparameters that made the policies, and
+    the generation settings. `policies[i]` describes stage i (`Episodes.policy == i`).
     """
     task, base = config.task, env.unwrapped
     floats = lambda x: [float(v) for v in np.ravel(x)]
@@ -371,30 +383,35 @@ def metadata_dict(config: GenerationConfig, env: envs.Env, returns: list[float],
         {"stage": stage, "updates": updates, "env_steps": updates * steps, "mean_return": ret, "train_return": train}
         for stage, updates, ret, train in zip(config.stages, config.stage_updates, returns, train_returns, strict=True)
     ]
-    return {
-        "env": config.env,
-        "observation_shape": list(env.observation_shape),
+    extra = {
         "observation_low": floats(env.observation_space.low),
         "observation_high": floats(env.observation_space.high),
-        "action_shape": list(env.action_space.shape),
-        "action_low": floats(env.action_space.low),
-        "action_high": floats(env.action_space.high),
         "env_action_low": floats(base.action_space.low),
         "env_action_high": floats(base.action_space.high),
-        "feature_names": list(task.feature_names),
         "true_weights": list(task.true_weights),
         "episode_length": task.episode_length,
-        "segment_length": config.segment_length,
         "segment_stride": config.segment_stride,
-        "discount": config.advantage_discount,
         "ppo_gamma": float(config.ppo_hyperparams.gamma),
-        "policies": policies,
         "oracle_env_steps": config.ppo_config.num_updates * config.ppo_config.batch_size,
-        "action_noise": config.action_noise,
-        "seed": config.seed,
-        "pair_oracle": config.pair_oracle,
         "num_pairs": config.pair_count,
         "episodes_per_stage": config.episodes_per_stage,
         "ppo": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config.ppo_config).items()},
         "ppo_hparams": {f.name: float(getattr(config.ppo_hyperparams, f.name)) for f in dataclasses.fields(PPOHyperparams)},
     }
+    return DatasetMetadata(
+        env_name=config.env,
+        observation_shape=env.observation_shape,
+        action_shape=env.action_space.shape,
+        action_low=floats(env.action_space.low),
+        action_high=floats(env.action_space.high),
+        feature_names=task.feature_names,
+        segment_length=config.segment_length,
+        discount=config.advantage_discount,
+        policies=policies,
+        action_noise=config.action_noise,
+        seed=config.seed,
+        oracle=config.pair_oracle,
+        pair_mode="sparse",
+        generator="jaxrl_si.data.generate (PPO snapshots)",
+        extra=extra,
+    )
