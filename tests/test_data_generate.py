@@ -188,7 +188,7 @@ def test_same_seed_same_data(generated):
 
 def test_snapshots_follow_one_uninterrupted_run_and_act_by_their_mode():
     agent = PPO.build(TINY_PPO, base_env=PENDULUM.make_env())
-    hparams = TINY.ppo_hyperparams
+    hparams = TINY.ppo_hparams
     snapshots, final, _ = gen.train_snapshots(agent, hparams, (1, 2), jax.random.key(3), chunk=1)
     state, _ = jax.jit(agent.train)(hparams, jax.random.key(3))
     for a, b in zip(jax.tree.leaves(snapshots[1]), jax.tree.leaves(gen.snapshot_of(agent, state)), strict=True):
@@ -202,18 +202,20 @@ def test_snapshots_follow_one_uninterrupted_run_and_act_by_their_mode():
 
 def test_defaults_stages_chunks_and_sizes():
     config = gen.GenerationConfig()
-    assert config.ppo_config.num_updates == 160 and config.stage_updates == (16, 32, 48, 80) and config.chunk_updates == 16
+    assert config.ppo.num_updates == 160 and config.stage_updates == (16, 32, 48, 80) and config.chunk_updates == 16
     assert gen.GenerationConfig(stages=(0.0, 0.25, 1.0)).chunk_updates == 40
     assert (config.num_segments, config.pair_count) == (4 * 125 * 5, 1250)  # starts 0, 32, ..., 128
-    reacher = dataclasses.replace(config, env="brax:reacher")  # the task's defaults follow the env
-    assert reacher.ppo_config.env == "brax:reacher" and reacher.ppo_hyperparams.gamma == 0.95
+    reacher = gen.GenerationConfig.for_env("brax:reacher", stages=(0.5, 1.0))  # the task's measured PPO run
+    assert reacher.env == "brax:reacher" and reacher.ppo_hparams.gamma == 0.95 and reacher.stages == (0.5, 1.0)
+    with pytest.raises(ConfigError, match="CartPole"):
+        gen.GenerationConfig.for_env("gymnax:CartPole-v1")
 
 
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("env", "gymnax:CartPole-v1"),
-        ("ppo", dataclasses.replace(TINY_PPO, env="brax:reacher")),
+        ("ppo", dataclasses.replace(TINY_PPO, env="gymnax:CartPole-v1")),  # no preference task
+        ("ppo_hparams", None),
         ("stages", (0.5, 0.25)),
         ("stages", ()),
         ("stages", (0.5, 1.5)),
@@ -222,7 +224,7 @@ def test_defaults_stages_chunks_and_sizes():
         ("action_noise", -0.1),
         ("segment_length", 201),
         ("segment_stride", 0),
-        ("num_pairs", 0),
+        ("num_pairs", -1),
         ("pair_oracle", "oracle"),
         ("advantage_discount", 1.5),
         ("segment", 200),  # one 200-step segment of one episode: no pair

@@ -92,40 +92,42 @@ class GenerationConfig:
     """How a dataset is made. Defaults: Pendulum, 4 mediocre-to-good stages x 125 noisy
     episodes, 2,500 segments of 64 steps (CPL's dense size), 1,250 fixed pairs.
 
-    `None` fields take the task's default; the resolved values are the properties
-    `ppo_config`, `ppo_hyperparams` and `pair_count` (so `dataclasses.replace(config, env=...)`
-    re-resolves them).
+    The env is the PPO run's (`ppo.env`, one with a `preferences` task); `for_env(env)` starts
+    from that task's measured PPO run (`DEFAULT_PPO`).
     """
 
-    env: str = "gymnax:Pendulum-v1"  # an env with a `preferences` task (reward features, oracles)
-    ppo: PPOConfig | None = None  # the PPO run; None: DEFAULT_PPO[env]
-    ppo_hparams: PPOHyperparams | None = None  # its hyperparameters; None: DEFAULT_PPO[env]
+    ppo: PPOConfig = DEFAULT_PPO["gymnax:Pendulum-v1"][0]  # the PPO run whose snapshots act; its env is the data's
+    ppo_hparams: PPOHyperparams = DEFAULT_PPO["gymnax:Pendulum-v1"][1]  # its hyperparameters
     stages: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)  # fractions of the run after which policies act
     episodes_per_stage: int = 125  # noisy episodes of each stage's policy
     action_noise: float = 0.3  # σ of the Gaussian added to the policy's mode, in [−1, 1] action units
     segment_length: int = 64  # steps of a segment
     segment_stride: int = 32  # steps between segment starts in an episode
-    num_pairs: int | None = None  # fixed (sparse) pairs; None: half the segments, each segment in one pair
+    num_pairs: int = 0  # fixed (sparse) pairs; 0: half the segments, each segment in one pair
     pair_oracle: str = REGRET  # "regret", or a preset of the task's oracles (e.g. "bt", "majority")
     advantage_discount: float = 1.0  # γ_A in A* (module docstring); 1: the official label Σr + V(s_L) − V(s_0)
     seed: int = 0
 
+    @classmethod
+    def for_env(cls, env: str, **fields) -> GenerationConfig:
+        """The config for `env` with its task's PPO run (`DEFAULT_PPO`) and `fields`."""
+        if env not in DEFAULT_PPO:
+            raise ConfigError(f"GenerationConfig: no default PPO run for {env!r} (known: {sorted(DEFAULT_PPO)}); give `ppo` and `ppo_hparams`.")
+        ppo, hparams = DEFAULT_PPO[env]
+        return cls(**{"ppo": ppo, "ppo_hparams": hparams, **fields})
+
     def __post_init__(self):
+        if not isinstance(self.ppo, PPOConfig) or not isinstance(self.ppo_hparams, PPOHyperparams):
+            raise ConfigError(f"GenerationConfig.ppo / ppo_hparams must be PPOConfig / PPOHyperparams, got {self.ppo!r}, {self.ppo_hparams!r}.")
         try:
             task = preferences.task(self.env)
         except ConfigError as err:
-            raise ConfigError(f"GenerationConfig.env: {err}") from None
-        if self.ppo is None and self.env not in DEFAULT_PPO:
-            raise ConfigError(f"GenerationConfig.ppo: no default PPO run for {self.env!r}; give one.")
-        if not isinstance(self.ppo_config, PPOConfig) or self.ppo_config.env != self.env:
-            raise ConfigError(f"GenerationConfig.ppo must be a PPOConfig for env {self.env!r}, got {self.ppo!r}.")
-        if not isinstance(self.ppo_hyperparams, PPOHyperparams):
-            raise ConfigError(f"GenerationConfig.ppo_hparams must be PPOHyperparams, got {type(self.ppo_hparams).__name__}.")
+            raise ConfigError(f"GenerationConfig.ppo.env: {err}") from None
         object.__setattr__(self, "stages", tuple(float(s) for s in self.stages))
         for name in ("episodes_per_stage", "segment_length", "segment_stride"):
             _positive_int(name, getattr(self, name))
-        if self.num_pairs is not None:
-            _positive_int("num_pairs", self.num_pairs)
+        if self.num_pairs < 0:
+            raise ConfigError(f"GenerationConfig.num_pairs must be >= 0 (0: half the segments), got {self.num_pairs!r}.")
         if self.segment_length > task.episode_length:
             raise ConfigError(
                 f"GenerationConfig.segment_length={self.segment_length} exceeds the episode length "
@@ -152,34 +154,26 @@ class GenerationConfig:
         if not stages or not increasing or stages[0] < 0 or stages[-1] > 1 or len(set(updates)) != len(updates):
             raise ConfigError(
                 f"GenerationConfig.stages must be strictly increasing fractions in [0, 1] that fall on distinct "
-                f"updates of the {self.ppo_config.num_updates}-update PPO run, got {stages!r} (updates {updates})."
+                f"updates of the {self.ppo.num_updates}-update PPO run, got {stages!r} (updates {updates})."
             )
+
+    @property
+    def env(self) -> str:
+        return self.ppo.env
 
     @property
     def task(self) -> preferences.PreferenceTask:
         return preferences.task(self.env)
 
     @property
-    def ppo_config(self) -> PPOConfig:
-        """The PPO run: `ppo`, or the task's default."""
-        return DEFAULT_PPO[self.env][0] if self.ppo is None else self.ppo
-
-    @property
-    def ppo_hyperparams(self) -> PPOHyperparams:
-        """Its hyperparameters: `ppo_hparams`, or the task's default (PPO's own where none)."""
-        if self.ppo_hparams is not None:
-            return self.ppo_hparams
-        return DEFAULT_PPO[self.env][1] if self.env in DEFAULT_PPO else PPOHyperparams()
-
-    @property
     def stage_updates(self) -> tuple[int, ...]:
         """The PPO update after which each stage's policy is kept: round(fraction x num_updates)."""
-        return tuple(round(s * self.ppo_config.num_updates) for s in self.stages)
+        return tuple(round(s * self.ppo.num_updates) for s in self.stages)
 
     @property
     def chunk_updates(self) -> int:
         """Updates per compiled training chunk: the gcd of the stages' updates and the run's length."""
-        return math.gcd(self.ppo_config.num_updates, *self.stage_updates)
+        return math.gcd(self.ppo.num_updates, *self.stage_updates)
 
     @property
     def num_segments(self) -> int:
@@ -190,7 +184,7 @@ class GenerationConfig:
     @property
     def pair_count(self) -> int:
         """Fixed pairs: `num_pairs`, or half the segments (each segment in one pair, as CPL's sparse data)."""
-        return self.num_segments // 2 if self.num_pairs is None else self.num_pairs
+        return self.num_pairs or self.num_segments // 2
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> GenerationConfig:
@@ -242,12 +236,12 @@ def generate(config: GenerationConfig, *, progress: bool = True) -> Generated:
     from tqdm.auto import tqdm  # a host-side tool: never imported with the package
 
     key_ppo, key_rollout, key_pairs, key_labels = jax.random.split(jax.random.key(config.seed), 4)
-    agent = PPO.build(config.ppo_config, base_env=config.task.make_env())
+    agent = PPO.build(config.ppo, base_env=config.task.make_env())
     env = acting_env(config.task.make_env())
     num_chunks = agent.num_updates // config.chunk_updates
     with tqdm(total=num_chunks + len(config.stages), disable=not progress, desc="PPO") as bar:
         snapshots, oracle, train_returns = train_snapshots(
-            agent, config.ppo_hyperparams, config.stage_updates, key_ppo, chunk=config.chunk_updates, on_chunk=bar.update
+            agent, config.ppo_hparams, config.stage_updates, key_ppo, chunk=config.chunk_updates, on_chunk=bar.update
         )
         bar.set_description("rollouts")
         collect = jax.jit(functools.partial(_stage_episodes, agent, env, config))
@@ -378,7 +372,7 @@ def dataset_metadata(config: GenerationConfig, env: envs.Env, returns: list[floa
     """
     task, base = config.task, env.unwrapped
     floats = lambda x: [float(v) for v in np.ravel(x)]
-    steps = config.ppo_config.batch_size
+    steps = config.ppo.batch_size
     policies = [
         {"stage": stage, "updates": updates, "env_steps": updates * steps, "mean_return": ret, "train_return": train}
         for stage, updates, ret, train in zip(config.stages, config.stage_updates, returns, train_returns, strict=True)
@@ -391,12 +385,12 @@ def dataset_metadata(config: GenerationConfig, env: envs.Env, returns: list[floa
         "true_weights": list(task.true_weights),
         "episode_length": task.episode_length,
         "segment_stride": config.segment_stride,
-        "ppo_gamma": float(config.ppo_hyperparams.gamma),
-        "oracle_env_steps": config.ppo_config.num_updates * config.ppo_config.batch_size,
+        "ppo_gamma": float(config.ppo_hparams.gamma),
+        "oracle_env_steps": config.ppo.num_updates * config.ppo.batch_size,
         "num_pairs": config.pair_count,
         "episodes_per_stage": config.episodes_per_stage,
-        "ppo": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config.ppo_config).items()},
-        "ppo_hparams": {f.name: float(getattr(config.ppo_hyperparams, f.name)) for f in dataclasses.fields(PPOHyperparams)},
+        "ppo": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config.ppo).items()},
+        "ppo_hparams": {f.name: float(getattr(config.ppo_hparams, f.name)) for f in dataclasses.fields(PPOHyperparams)},
     }
     return DatasetMetadata(
         env_name=config.env,
