@@ -172,6 +172,7 @@ def run(
     async_checkpoints: bool = True,
     desc: str = "train",
     on_start: Callable[[], None] | None = None,
+    initial_state: Any | None = None,
 ) -> LoopResult:
     """Train `M` members for `trainer.num_iterations` iterations, checkpointing each one.
 
@@ -187,6 +188,8 @@ def run(
       resume: continue from the latest complete checkpoint in `run_dir` if there is one.
       on_start: called once the starting point is settled (a fresh start, or a checkpoint that
         fits this run), before the loop writes to `run_dir`: e.g. to write the run's config.
+      initial_state: the stacked state a fresh run starts from instead of `init` (e.g. where an
+        earlier stage of training ended); a resume restores its checkpoint as usual.
 
     Members are sharded over the `sweep` axis of `trainer.mesh` when it has one (the member
     count must divide it), else placed on the default device. Raises `ConfigError` (members
@@ -201,7 +204,7 @@ def run(
     config = _checkpoint_config(trainer, hparams, keys, run_config)
     labels = member_labels if member_labels is not None else [{} for _ in range(len(keys))]
     with ckpt.Checkpointer(run_dir / "checkpoints", max_to_keep=max_to_keep, async_save=async_checkpoints) as saver:
-        start, state, history = _initial_state(trainer, hparams, keys, saver, config, resume, run_dir)
+        start, state, history = _initial_state(trainer, hparams, keys, saver, config, resume, run_dir, initial_state)
         if on_start is not None:
             on_start()
         writer = MetricWriter(run_dir, group="member", resume_env_steps=_env_steps(trainer, start, 0) if start else None)
@@ -222,7 +225,7 @@ def run(
     return LoopResult(state, history, start if resume and start else None, time.perf_counter() - start_time)
 
 
-def _initial_state(trainer: Trainer, hparams, keys, saver: ckpt.Checkpointer, config: dict, resume: bool, run_dir):
+def _initial_state(trainer: Trainer, hparams, keys, saver: ckpt.Checkpointer, config: dict, resume: bool, run_dir, initial_state=None):
     """`(iteration, state, history)`: from the latest good checkpoint (newer, corrupt ones deleted), or fresh."""
     init_members, _ = trainer.compiled
     if not resume and saver.all_steps():
@@ -237,7 +240,7 @@ def _initial_state(trainer: Trainer, hparams, keys, saver: ckpt.Checkpointer, co
             saver.delete_steps_after(restored.step)
             tqdm.write(f"resumed {run_dir} from the checkpoint of iteration {restored.step}/{trainer.num_iterations}", file=sys.stderr)
             return restored.step, restored.state, dict(restored.history)
-    return 0, init_members(hparams, keys), {}
+    return 0, init_members(hparams, keys) if initial_state is None else _place(initial_state, trainer.mesh), {}
 
 
 def _log_iteration(writer: MetricWriter, trainer: Trainer, metrics, iteration: int, labels) -> np.ndarray:

@@ -253,3 +253,14 @@ def test_generated_data_round_trips_through_tfds(generated, tmp_path):
     assert metadata == generated.metadata
     for a, b in zip(jax.tree.leaves(generated.data), jax.tree.leaves(data), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_oracle_saved_with_the_dataset_loads_and_values_alike(generated, tmp_path):
+    gen.save_oracle(tmp_path, generated.oracle)
+    agent, oracle = gen.load_oracle(tmp_path, generated.metadata)
+    obs = jnp.asarray(generated.data.episodes.observation[0, :5])
+    expected = jax.vmap(functools.partial(gen.critic_value, agent, generated.oracle))(obs)
+    np.testing.assert_array_equal(jax.vmap(functools.partial(gen.critic_value, agent, oracle))(obs), expected)
+    (tmp_path / gen.ORACLE_FILE).write_bytes(b"\x00garbage")
+    with pytest.raises(ConfigError, match="oracle"):
+        gen.load_oracle(tmp_path, generated.metadata)

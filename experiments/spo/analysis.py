@@ -14,8 +14,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from scipy import stats
 
+from experiments.report import format_interval, mean_interval
 from jaxrl_si import loop, plots
 from jaxrl_si.metrics import smoothed_episode_return
 
@@ -47,18 +47,6 @@ def names(config, setting: dict[str, float]) -> tuple[str, str, str]:
     return method, oracle, rest
 
 
-def mean_interval(values) -> dict[str, Any]:
-    """Mean and 95 % t-interval over seeds (NaN-free values only)."""
-    values = np.asarray([v for v in values if v is not None and np.isfinite(v)], np.float64)
-    if values.size == 0:
-        return {"mean": None, "low": None, "high": None, "n": 0}
-    mean = float(values.mean())
-    if values.size == 1:
-        return {"mean": mean, "low": None, "high": None, "n": 1}
-    half = float(stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
-    return {"mean": mean, "low": mean - half, "high": mean + half, "n": int(values.size)}
-
-
 def table(trainer, result, evaluation, seeds: int) -> list[dict[str, Any]]:
     """One row per setting: names, final training return, fresh-episode return, constraint rate."""
     rows = []
@@ -78,22 +66,14 @@ def table(trainer, result, evaluation, seeds: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _fmt(cell: dict[str, Any], digits: int = 1) -> str:
-    if cell["mean"] is None:
-        return "n/a"
-    if cell["low"] is None:
-        return f"{cell['mean']:.{digits}f}"
-    return f"{cell['mean']:.{digits}f} [{cell['low']:.{digits}f}, {cell['high']:.{digits}f}]"
-
-
 def markdown(rows: list[dict[str, Any]]) -> str:
     constrained = "constraint_satisfied" in rows[0]
     header = "| method | oracle | setting | final return (training, last updates) | return of final policy (fresh episodes) |"
     header += " speed limit kept |" if constrained else ""
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
-        line = f"| {r['method']} | {r['oracle']} | {r['setting'] or '-'} | {_fmt(r['final_return'])} | {_fmt(r['eval_return'])} |"
-        lines.append(line + (f" {_fmt(r['constraint_satisfied'], 2)} |" if constrained else ""))
+        line = f"| {r['method']} | {r['oracle']} | {r['setting'] or '-'} | {format_interval(r['final_return'])} | {format_interval(r['eval_return'])} |"
+        lines.append(line + (f" {format_interval(r['constraint_satisfied'], 2)} |" if constrained else ""))
     return "\n".join(lines) + "\n"
 
 

@@ -40,9 +40,12 @@ import dataclasses
 import functools
 import itertools
 import math
+import os
+import pathlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import flax.serialization
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -61,7 +64,7 @@ from jaxrl_si.data.offline import (
     segment_starts,
 )
 from jaxrl_si.data.rollout import acting_env, rollout_episodes
-from jaxrl_si.data.tfds_io import DatasetMetadata
+from jaxrl_si.data.tfds_io import DatasetError, DatasetMetadata
 from jaxrl_si.errors import ConfigError
 from jaxrl_si.metrics import episode_mean
 
@@ -409,3 +412,29 @@ def dataset_metadata(config: GenerationConfig, env: envs.Env, returns: list[floa
         generator="jaxrl_si.data.generate (PPO snapshots)",
         extra=extra,
     )
+
+
+ORACLE_FILE = "oracle.msgpack"  # next to a generated dataset's versions
+
+
+def save_oracle(directory, oracle: PolicySnapshot) -> pathlib.Path:
+    """Write the oracle snapshot (flax msgpack) into a dataset directory, atomically (temp file, rename)."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    temporary = directory / f".{ORACLE_FILE}.{os.getpid()}"
+    temporary.write_bytes(flax.serialization.to_bytes(oracle))
+    return temporary.replace(directory / ORACLE_FILE)
+
+
+def load_oracle(directory, metadata: DatasetMetadata) -> tuple[PPO, PolicySnapshot]:
+    """The PPO agent (from `metadata.extra['ppo']`) and the oracle snapshot saved with a generated
+    dataset; `DatasetError` naming the file when it is missing or does not fit the agent."""
+    path = pathlib.Path(directory) / ORACLE_FILE
+    if "ppo" not in metadata.extra or not path.is_file():
+        raise DatasetError(f"{path}: no oracle saved with this dataset (made by data.generate with its oracle?)")
+    agent = PPO.build(PPOConfig.from_dict(dict(metadata.extra["ppo"])), base_env=preferences.task(metadata.env_name).make_env())
+    target = snapshot_of(agent, jax.eval_shape(agent.init, PPOHyperparams(), jax.random.key(0)))
+    try:
+        return agent, flax.serialization.from_bytes(target, path.read_bytes())
+    except (ValueError, KeyError, TypeError) as error:
+        raise DatasetError(f"{path}: cannot be read as the oracle of this dataset's PPO run: {error}") from None
