@@ -113,6 +113,7 @@ def _steps(agent, hparams, key, count):
         (CPLConfig, {"total_steps": 100, "steps_per_update": 30}, "steps_per_update"),
         (CPLConfig, {"total_steps": 100, "steps_per_update": 10, "bc_steps": 200}, "bc_steps"),
         (BCConfig, {"method": "dpo"}, "method"),
+        (BCConfig, {"method": "sft", "total_steps": 100, "steps_per_update": 10, "bc_steps": 200}, "bc_steps"),
         (PIQLConfig, {"reward_model_steps": 0}, "reward_model_steps"),
     ],
 )

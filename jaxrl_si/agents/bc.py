@@ -60,14 +60,14 @@ class BCConfig(OfflineConfig):
     """`OfflineConfig`, which data to clone, and SFT's all-data phase."""
 
     method: str = "sft"  # one of METHODS
-    bc_steps: int = 200_000  # sft: steps on all data before the preferred segments (paper 200k of 500k)
+    bc_steps: int = 200_000  # sft only: steps on all data before the preferred segments (paper 200k of 500k)
 
     def __post_init__(self):
         super().__post_init__()
         if self.method not in METHODS:
             raise ConfigError(f"BCConfig.method must be one of {METHODS}, got {self.method!r}.")
         check_int(self, "bc_steps", least=0)
-        if self.bc_steps > self.total_steps:
+        if self.method == "sft" and self.bc_steps > self.total_steps:
             raise ConfigError(f"BCConfig.bc_steps={self.bc_steps} exceeds total_steps={self.total_steps}.")
 
     @property
