@@ -194,7 +194,7 @@ class PIQL:
         key_networks, key_reward, key = jax.random.split(key, 3)
         params, reward_params = self._init_networks(key_networks)
         stats = observation_stats(self.data.episodes, self.config.normalize_observations)
-        reward_params, reward_metrics = self._train_reward_model(hparams, reward_params, stats, key_reward)
+        reward_params, reward_metrics = self.train_reward_model(hparams, reward_params, stats, key_reward)
         reward = relabel(self.reward_model, reward_params, stats, self.data.episodes)
         opt_state = _optimizer(self.config, hparams, jnp.zeros((), jnp.int32)).init(params)
         return PIQLState(params, params.critic, opt_state, stats, reward, reward_params, reward_metrics, key, jnp.zeros((), jnp.int32))
@@ -231,7 +231,7 @@ class PIQL:
         params = IQLParams(self.actor.init(keys[0], obs), self.critic.init(keys[1], obs, action), self.value.init(keys[2], obs))
         return params, self.reward_model.init(keys[3], obs, action)
 
-    def _train_reward_model(self, hparams: PIQLHyperparams, params, stats: ObservationStats, key: PRNGKeyArray):
+    def train_reward_model(self, hparams: PIQLHyperparams, params, stats: ObservationStats, key: PRNGKeyArray):
         """`reward_model_steps` Adam steps of the BT loss; r̂'s loss and accuracy on fresh pairs after them."""
         key_steps, key_eval = jax.random.split(key)
         optimizer = optax.adam(hparams.reward_model_learning_rate)
