@@ -58,7 +58,12 @@ from jaxrl_si.data import (
 )
 from jaxrl_si.data.generate import GenerationConfig, critic_value, load_oracle
 from jaxrl_si.errors import ConfigError
-from jaxrl_si.parallel import batch_constraint, default_mesh, expose_cpu_cores, make_mesh
+from jaxrl_si.parallel import (
+    batch_constraint,
+    default_mesh,
+    expose_cpu_cores,
+    make_mesh,
+)
 
 ROUND_STREAM = 7  # fold_in tag of the collection keys, apart from the members' training keys
 
