@@ -57,7 +57,10 @@ def main() -> None:
         tfds_io.write_dataset(directory, made.data, made.metadata)
         reads = [_read(tfds_io, jax, directory) for _ in range(args.rounds)]
     data = jax.device_put(made.data)
-    machine = {"machine": platform.processor() or platform.machine(), "devices": str(jax.devices()), "jax": jax.__version__}
+    machine = {
+        "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "devices": jax.device_count(),
+        "backend": jax.default_backend(), "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"),
+    }  # fmt: skip
     lines = [{"measure": "dataset", **_dataset_numbers(offline, jax, np, data, reads, args), **machine}]
 
     sizes = {"hidden_sizes": (args.hidden, args.hidden), "total_steps": args.steps, "steps_per_update": args.steps}
