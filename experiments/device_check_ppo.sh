@@ -13,14 +13,7 @@
 #     dm-tree gast decorator
 #   mkdir -p .gpu/pjr && cp <PureJaxRL ppo.py and wrappers.py, adapted as in experiments/README.md> .gpu/pjr/
 # then run this script there with `.whl` and `.gpu` carried along.
-set -o pipefail
-export PYTHONUNBUFFERED=1
-OUT="${OUT:-runs/device}"
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
+source "$(dirname "$0")/device_setup.sh"
 timeout 300 python3 experiments/bench_ppo.py --purejaxrl .gpu/pjr --reference-python python3 --brax '' \
   --rounds 1 --repeats 2 --timeout 150 2>&1 | tee "$OUT/bench_ppo_gpu.jsonl"
 timeout 230 python3 experiments/bench_ppo.py --sweep --run-only --rounds 1 --repeats 1 --timeout 220 2>&1 \

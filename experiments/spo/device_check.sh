@@ -6,14 +6,7 @@
 #
 # Setup on this machine first (the accelerator has JAX with CUDA but no package index): the
 # `.whl` directory of experiments/device_check_ppo.sh, carried along with this call.
-set -o pipefail
-export PYTHONUNBUFFERED=1
-OUT="${OUT:-runs/device}"
-mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:.
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
+source "$(dirname "$0")/../device_setup.sh"
 timeout 240 python3 experiments/bench_spo.py --rounds 1 --updates 16 --out "$OUT/bench_spo_gpu.jsonl" 2>&1 | tail -4
 timeout 320 python3 -m experiments.spo --seeds 6 --run-dir "$OUT/spo" 2>&1 | tr '\r' '\n' | grep -v '^sweep' | tail -20
 cp "$OUT/spo/results.md" "$OUT/spo_results_gpu.md" 2>/dev/null
