@@ -65,7 +65,8 @@ from jaxrl_si.parallel import (
     make_mesh,
 )
 
-ROUND_STREAM = 7  # fold_in tag of the collection keys, apart from the members' training keys
+ROUND_STREAM = 7  # fold_in tag of the rounds' keys, apart from the members' training keys
+COLLECT, GROW = 0, 1  # a round's two purposes: the rollouts, and the new pairs' partners and labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +111,11 @@ def main(run: RunConfig) -> dict:
     return _write(run, metadata, returns, sizes)
 
 
+def round_key(member_key, k: int):
+    """Member's key of round k: fold_in(fold_in(key, ROUND_STREAM), k), split by purpose after."""
+    return jax.random.fold_in(jax.random.fold_in(member_key, ROUND_STREAM), k)
+
+
 def _check(run: RunConfig) -> None:
     for name in ("rounds", "round_updates", "episodes_per_round", "seeds"):
         if getattr(run, name) < 1:
@@ -142,7 +148,7 @@ def _round_datasets(run: RunConfig, metadata, previous: list[OfflineData], agent
     grown = []
     for m, directory in enumerate(directories):
         new = jax.tree.map(lambda x, m=m: np.asarray(x[m]), episodes)
-        data = grow(previous[m], new, metadata, jax.random.fold_in(jax.random.fold_in(keys[m], ROUND_STREAM), k))
+        data = grow(previous[m], new, metadata, jax.random.fold_in(round_key(keys[m], k), GROW))
         if version not in tfds_io.versions(directory):
             tfds_io.write_dataset(directory, data, round_metadata(run, metadata, k), version=version)
         grown.append(tfds_io.read_dataset(directory, version=version)[0])
@@ -168,7 +174,7 @@ def _collect(run: RunConfig, metadata, agent: CPL, state, keys, value, k: int):
             max_length=task.episode_length, action_noise=run.action_noise, value=value, policy_index=len(metadata.policies) + k - 1,
         )  # fmt: skip
 
-    round_keys = jax.vmap(lambda key: jax.random.fold_in(jax.random.fold_in(key, ROUND_STREAM), k))(keys)
+    round_keys = jax.vmap(lambda key: jax.random.fold_in(round_key(key, k), COLLECT))(keys)
     return jax.jit(jax.vmap(member))(state, round_keys)
 
 

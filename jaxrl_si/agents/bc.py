@@ -31,6 +31,7 @@ from jaxtyping import Array, Int, PRNGKeyArray
 
 from jaxrl_si import envs
 from jaxrl_si.agents.offline import (
+    TRAIN_STREAM,
     Actor,
     OfflineConfig,
     PolicyState,
@@ -47,6 +48,7 @@ from jaxrl_si.agents.offline import (
     preference_pairs,
     run_update,
     sample_steps,
+    step_key,
 )
 from jaxrl_si.data import Episodes, OfflineData
 from jaxrl_si.errors import ConfigError
@@ -149,7 +151,7 @@ class BC:
 
     def gradient_step(self, hparams: BCHyperparams, state: BCState) -> tuple[BCState, dict[str, Array]]:
         """One Adam step of −mean log π on the method's batch."""
-        key_batch, key_dropout = jax.random.split(jax.random.fold_in(state.key, state.step))
+        key_batch, key_dropout = jax.random.split(step_key(state.key, TRAIN_STREAM, state.step))
         loss = self._top_steps_loss if self.config.method == "percent_bc" else self._segments_loss
         grads, metrics = jax.grad(loss, has_aux=True)(state.params, state, key_batch, key_dropout)
         updates, opt_state = optax.adam(hparams.learning_rate).update(grads, state.opt_state, state.params)

@@ -39,6 +39,7 @@ from jaxtyping import Array, PRNGKeyArray
 
 from jaxrl_si import envs
 from jaxrl_si.agents.offline import (
+    TRAIN_STREAM,
     Actor,
     OfflineConfig,
     PolicyState,
@@ -52,6 +53,7 @@ from jaxrl_si.agents.offline import (
     parameter_count,
     preference_pairs,
     run_update,
+    step_key,
     tree_select,
     warmup_factor,
 )
@@ -141,7 +143,7 @@ class CPL:
 
     def gradient_step(self, hparams: CPLHyperparams, state: PolicyState) -> tuple[PolicyState, dict[str, Array]]:
         """One Adam step on a pair batch: BC before `bc_steps`, CPL from it (a fresh Adam at the switch)."""
-        key_pairs, key_dropout = jax.random.split(jax.random.fold_in(state.key, state.step))
+        key_pairs, key_dropout = jax.random.split(step_key(state.key, TRAIN_STREAM, state.step))
         pairs = self.constrain(preference_pairs(self.config, self.data, key_pairs))
         in_bc = state.step < self.config.bc_steps
         opt_state = tree_select(state.step == self.config.bc_steps, optax.adam(0.0).init(state.params), state.opt_state)

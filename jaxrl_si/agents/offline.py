@@ -28,8 +28,9 @@ env on device. What they share lives here, in the order an update uses it:
   `eval_horizon` steps in the env, with actions in [−1, 1] rescaled onto the env's bounds (as
   PPO's training env does); `episode/success` too where the env reports `info["success"]`.
 - `run_update`: one update = `steps_per_update` gradient steps in a `lax.scan`, then one
-  evaluation. Every random draw comes from `fold_in(state.key, step)`, so a resumed run draws
-  what an uninterrupted one would.
+  evaluation. Every random draw comes from `step_key(state.key, stream, step)` (the gradient
+  steps' stream apart from the evaluations'), so a resumed run draws what an uninterrupted one
+  would.
 
 An agent holds the dataset as its field `data` (device arrays) and derives nothing array-valued
 from it when built, so `loop.Trainer` can hand it to its programs as one unbatched argument
@@ -64,7 +65,7 @@ ACTOR_KINDS = ("deterministic", "gaussian", "tanh_gaussian")
 PAIR_MODES = ("dense", "sparse")
 ACTION_LIMIT = 1.0 - 1e-5  # |a| bound before arctanh in tanh-Gaussian log-probs (official CPL code)
 LOG_STD_RANGE = (-5.0, 2.0)
-EVAL_STREAM = 1  # fold_in tag of the evaluation keys, apart from the gradient steps'
+TRAIN_STREAM, EVAL_STREAM = 0, 1  # fold_in tags: the gradient steps' keys and the evaluations' never meet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +202,7 @@ class PolicyState(flax.struct.PyTreeNode):
     params: Any  # the actor's
     opt_state: Any
     observation: ObservationStats
-    key: PRNGKeyArray  # fixed; each step draws from fold_in(key, step)
+    key: PRNGKeyArray  # fixed; each step draws from step_key(key, stream, step)
     step: Array  # int32 [], gradient steps done
 
 
@@ -218,6 +219,12 @@ def pair_log_probs(
     action = jnp.stack([pairs.first.action, pairs.second.action])
     output = actor.apply(params, stats.normalize(obs), train=True, rngs={"dropout": key})
     return actor_log_prob(actor.kind, output, action)
+
+
+def step_key(key: PRNGKeyArray, stream: int, step: Array) -> PRNGKeyArray:
+    """The key of `step` in `stream`: fold_in(fold_in(key, stream), step). (Under JAX's partitionable
+    threefry, split(k, n)[i] == fold_in(k, i), so streams are told apart before steps are.)"""
+    return jax.random.fold_in(jax.random.fold_in(key, stream), step)
 
 
 def masked_mean(x: Array, weight: Array) -> Float[Array, ""]:
@@ -323,12 +330,12 @@ def run_update(agent, hparams, state, gradient_step: Callable, act: Callable) ->
 
     `gradient_step(hparams, state) -> (state, metrics)` advances `state.step`; `act(state, obs)`
     is the deterministic policy. Metrics: the steps' means (`optim/learning_rate`: the last
-    step's) and the evaluation's. The evaluation key is `fold_in(fold_in(state.key, EVAL_STREAM),
+    step's) and the evaluation's. The evaluation key is `step_key(state.key, EVAL_STREAM,
     state.step)` after the steps: fresh start states every update, the same ones on a resume.
     """
     state, steps = jax.lax.scan(lambda s, _: gradient_step(hparams, s), state, None, length=agent.config.steps_per_update)
     metrics = {name: values[-1] if name == "optim/learning_rate" else values.mean() for name, values in steps.items()}
-    key = jax.random.fold_in(jax.random.fold_in(state.key, EVAL_STREAM), state.step)
+    key = step_key(state.key, EVAL_STREAM, state.step)
     metrics.update(evaluate(agent.eval_env, agent.config.eval_horizon, lambda obs: act(state, obs), key, agent.constrain))
     return state, metrics
 

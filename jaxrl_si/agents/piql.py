@@ -47,6 +47,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxrl_si import envs, nets
 from jaxrl_si.agents.offline import (
+    TRAIN_STREAM,
     Actor,
     ObservationStats,
     OfflineConfig,
@@ -62,11 +63,18 @@ from jaxrl_si.agents.offline import (
     preference_pairs,
     run_update,
     sample_steps,
+    step_key,
 )
 from jaxrl_si.agents.preference_ppo import RewardModel
 from jaxrl_si.data import Episodes, OfflineData, PairBatch
 from jaxrl_si.layout import Constrain, unconstrained
-from jaxrl_si.losses import awr_loss, awr_weights, bradley_terry_loss, iql_critic_loss, iql_value_loss
+from jaxrl_si.losses import (
+    awr_loss,
+    awr_weights,
+    bradley_terry_loss,
+    iql_critic_loss,
+    iql_value_loss,
+)
 
 REWARD_MODEL_EVAL_BATCHES = 8  # fresh pair batches r̂'s accuracy is measured on after training
 
@@ -135,7 +143,7 @@ class PIQLState(flax.struct.PyTreeNode):
     reward: Float[Array, "E T"]  # r̂ of every step, standardised over the real steps (0 on padding)
     reward_model: Any  # r̂'s parameters after training
     reward_model_metrics: dict[str, Array]  # its accuracy and loss on fresh pairs
-    key: PRNGKeyArray  # fixed; each step draws from fold_in(key, step)
+    key: PRNGKeyArray  # fixed; each step draws from step_key(key, stream, step)
     step: Array  # int32 [], IQL gradient steps done
 
 
@@ -211,7 +219,7 @@ class PIQL:
 
     def gradient_step(self, hparams: PIQLHyperparams, state: PIQLState) -> tuple[PIQLState, dict[str, Array]]:
         """One Adam step of the three IQL losses on a transition batch, then the target's EMA."""
-        key_batch, key_dropout = jax.random.split(jax.random.fold_in(state.key, state.step))
+        key_batch, key_dropout = jax.random.split(step_key(state.key, TRAIN_STREAM, state.step))
         batch = self._transitions(hparams, state, key_batch)
         grads, metrics = jax.grad(self._iql_loss, has_aux=True)(state.params, hparams, state.target_critic, batch, key_dropout)
         optimizer = _optimizer(self.config, hparams, state.step)
