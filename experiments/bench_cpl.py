@@ -104,13 +104,13 @@ def _dataset_numbers(offline, jax, np, data, reads: list[float], args) -> dict:
     real = int(np.asarray(episodes.length).sum())
     per_step = sum(np.dtype(getattr(episodes, name).dtype).itemsize * int(np.prod(getattr(episodes, name).shape[2:])) for name in offline.STEP_FIELDS)
     raw = real * per_step
-    gather = jax.jit(lambda key: offline.segment_batch(data, key, 96).observation.sum())
-    jax.block_until_ready(gather(jax.random.key(0)))
+    gather = jax.jit(lambda data, key: offline.segment_batch(data, key, 96).observation.sum())  # data: an argument, not a constant
+    jax.block_until_ready(gather(data, jax.random.key(0)))
     keys = jax.random.split(jax.random.key(1), 200)
     start = time.perf_counter()
     for key in keys:
-        gather(key)
-    jax.block_until_ready(gather(keys[-1]))
+        gather(data, key)
+    jax.block_until_ready(gather(data, keys[-1]))
     gathered = 96 * len(keys) / (time.perf_counter() - start)
     read = statistics.median(reads)
     return {

@@ -382,3 +382,24 @@ def test_prepare_cpl_metaworld_unpacks_the_archive_and_writes_a_version(tmp_path
     monkeypatch.setattr(public, "_download", lambda download_dir: pytest.fail("downloaded again"))
     public.prepare_cpl_metaworld(tmp_path / "ds", "sweep-into-v2", download_dir=downloads, capacity=4, version="1.1.0")
     assert versions(tmp_path / "ds") == ["1.0.0", "1.1.0"]
+
+
+def test_data_built_in_memory_is_checked_before_any_program_reads_it():
+    data = _data()
+    cases = {
+        "segments.episode": data.replace(segments=data.segments.replace(episode=data.segments.episode + 100)),
+        "runs past the end": data.replace(segments=data.segments.replace(start=np.full_like(data.segments.start, 18))),
+        "pairs.second": data.replace(pairs=data.pairs.replace(second=data.pairs.second + 1000)),
+        "pairs.label": data.replace(pairs=data.pairs.replace(label=data.pairs.label + 2)),
+        "episodes.reward": data.replace(episodes=data.episodes.replace(reward=_nan_first(data.episodes.reward))),
+    }
+    for field, bad in cases.items():
+        with pytest.raises(offline.DatasetError, match=field):
+            offline.check_views(bad, where="in memory")
+    offline.check_views(data, where="in memory")
+
+
+def _nan_first(x):
+    x = np.array(x, copy=True)
+    x[0, 0] = np.nan
+    return x

@@ -231,7 +231,7 @@ def test_piql_reward_model_ranks_pairs_and_iql_losses_fall(data):
     hparams = PIQLHyperparams(learning_rate=1e-3, reward_model_learning_rate=3e-3)
     state, metrics = jax.jit(agent.train)(hparams, jax.random.key(0))
     assert float(state.reward_model_metrics["reward_model/accuracy"]) > 0.75
-    np.testing.assert_allclose(metrics["preference/accuracy"], state.reward_model_metrics["reward_model/accuracy"], rtol=1e-6)
+    np.testing.assert_allclose(metrics["reward_model/accuracy"], state.reward_model_metrics["reward_model/accuracy"], rtol=1e-6)
     reward, advantage = np.asarray(state.reward).ravel(), np.asarray(data.episodes.oracle_advantage).ravel()
     assert abs(reward.mean()) < 1e-4 and reward.std() == pytest.approx(1.0, rel=1e-3)  # standardised
     assert np.corrcoef(reward, advantage)[0, 1] > 0.5  # r̂ follows the oracle's advantage

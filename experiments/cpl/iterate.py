@@ -29,7 +29,8 @@ and 95 % interval over seeds, and the dataset size).
 
 Choices the paper leaves open (it proposes no iterated variant): the new pairs compare new
 behaviour with old as well as with new (a partner drawn from the whole grown dataset); rounds
-continue the optimiser without a new warm-up; the BC warm-up runs in round 0 only.
+continue the optimiser without a new warm-up; the BC warm-up runs in round 0 only; the
+observation statistics stay those of the base dataset.
 """
 
 from __future__ import annotations
@@ -102,13 +103,18 @@ def main(run: RunConfig) -> dict:
         trainer = _trainer(run, metadata.env_name, datasets, mesh, k)
         result = loop.run(
             trainer, hparams, keys, run_dir=run.run_dir / f"round_{k:02d}", resume=run.resume, max_to_keep=1,
-            desc=f"round {k}/{run.rounds}", initial_state=state, run_config={"round": k, "dataset": metadata.to_json()},
+            desc=f"round {k}/{run.rounds}", initial_state=state, run_config={"round": k, "dataset": metadata.to_json(), "collection": _collection(run)},
             on_start=functools.partial(cli.write_run_config, run) if k == 0 else None,
         )  # fmt: skip
         state = result.state
         returns.append(result.history["episode/return"][:, -1])  # the round's last evaluation
         sizes.append(datasets[0].episodes.num_episodes)
     return _write(run, metadata, returns, sizes)
+
+
+def _collection(run: RunConfig) -> dict:
+    """What makes a round's data: a resume must collect the remaining rounds the same way."""
+    return {"round_updates": run.round_updates, "episodes_per_round": run.episodes_per_round, "action_noise": run.action_noise}
 
 
 def round_key(member_key, k: int):
@@ -171,7 +177,8 @@ def _collect(run: RunConfig, metadata, agent: CPL, state, keys, value, k: int):
     def member(member_state, key):
         return rollout_episodes(
             env, functools.partial(agent.act, member_state), key, num_episodes=run.episodes_per_round,
-            max_length=task.episode_length, action_noise=run.action_noise, value=value, policy_index=len(metadata.policies) + k - 1,
+            max_length=task.episode_length, action_noise=run.action_noise, value=value,
+            advantage_discount=metadata.discount, policy_index=len(metadata.policies) + k - 1,
         )  # fmt: skip
 
     round_keys = jax.vmap(lambda key: jax.random.fold_in(round_key(key, k), COLLECT))(keys)

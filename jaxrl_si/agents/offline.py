@@ -52,6 +52,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from jaxrl_si import data as offline_data
@@ -141,15 +142,11 @@ def observation_stats(episodes: offline_data.Episodes, enabled: bool) -> Observa
     shape = episodes.observation.shape[2:]
     if not enabled:
         return ObservationStats(jnp.zeros(shape, jnp.float32), jnp.ones(shape, jnp.float32))
-    real = _real_steps(episodes).reshape(episodes.reward.shape + (1,) * len(shape))
+    real = episodes.real_steps.reshape(episodes.reward.shape + (1,) * len(shape))
     count = real.sum()
     mean = jnp.sum(jnp.where(real, episodes.observation, 0.0), axis=(0, 1)) / count
     var = jnp.sum(jnp.where(real, jnp.square(episodes.observation - mean), 0.0), axis=(0, 1)) / count
     return ObservationStats(mean, jnp.maximum(jnp.sqrt(var), 1e-3))
-
-
-def _real_steps(episodes: offline_data.Episodes) -> Bool[Array, "E T"]:
-    return jnp.arange(episodes.max_length) < episodes.length[:, None]
 
 
 class Actor(nn.Module):
@@ -353,3 +350,6 @@ def check_data(config: OfflineConfig, data: offline_data.OfflineData, env: envs.
         raise ConfigError("pair_mode='sparse' needs the dataset's fixed pairs, and data.pairs is empty; use pair_mode='dense'")
     if data.segments.num_segments < 2:
         raise ConfigError(f"data has {data.segments.num_segments} segments; preference pairs need at least 2")
+    offline_data.check_views(data, where="data")
+    if np.any(np.abs(np.asarray(episodes.action)) > 1.0):
+        raise ConfigError("data: `episodes.action` must lie in [-1, 1] (the agent's units; the evaluation rescales onto the env's bounds)")

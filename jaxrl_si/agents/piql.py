@@ -27,8 +27,9 @@ is left out, since its next observation is not stored.
 
 Metrics: `loss/value`, `loss/critic` (summed over the twin heads), `loss/actor`, `iql/q`,
 `iql/value`, `iql/advantage`, `iql/weight` (mean AWR weight), `optim/grad_norm`,
-`optim/learning_rate` (the actor's), `preference/accuracy` and `reward_model/loss` (of r̂, measured
-in `init` on fresh pairs and reported by every update), and the evaluation's `episode/return`,
+`optim/learning_rate` (the actor's), `reward_model/accuracy` and `reward_model/loss` (of r̂, measured
+in `init` on pair batches drawn after its training — in sparse mode from its own training
+pairs — and reported by every update), and the evaluation's `episode/return`,
 `episode/count`. `env_steps_per_update` is gradient steps per update.
 """
 
@@ -67,6 +68,7 @@ from jaxrl_si.agents.offline import (
 )
 from jaxrl_si.agents.preference_ppo import RewardModel
 from jaxrl_si.data import Episodes, OfflineData, PairBatch
+from jaxrl_si.errors import ConfigError
 from jaxrl_si.layout import Constrain, unconstrained
 from jaxrl_si.losses import (
     awr_loss,
@@ -92,6 +94,9 @@ class PIQLConfig(OfflineConfig):
         object.__setattr__(self, "critic_hidden_sizes", tuple(self.critic_hidden_sizes))
         object.__setattr__(self, "reward_model_hidden_sizes", tuple(self.reward_model_hidden_sizes))
         check_int(self, "reward_model_steps")
+        for name in ("critic_hidden_sizes", "reward_model_hidden_sizes"):
+            if not all(isinstance(w, int) and w > 0 for w in getattr(self, name)):
+                raise ConfigError(f"PIQLConfig.{name} must be positive ints, got {getattr(self, name)!r}.")
 
 
 class PIQLHyperparams(flax.struct.PyTreeNode):
@@ -227,7 +232,6 @@ class PIQL:
         params = optax.apply_updates(state.params, updates)
         target = optax.incremental_update(params.critic, state.target_critic, hparams.target_update_rate)
         metrics.update(state.reward_model_metrics)
-        metrics["preference/accuracy"] = state.reward_model_metrics["reward_model/accuracy"]
         metrics["optim/grad_norm"] = optax.tree.norm(grads)
         metrics["optim/learning_rate"] = actor_learning_rate(self.config, hparams, state.step)
         return state.replace(params=params, target_critic=target, opt_state=opt_state, step=state.step + 1), metrics
@@ -323,7 +327,7 @@ def relabel(model: RewardModel, params, stats: ObservationStats, episodes: Episo
         return model.apply(params, stats.normalize(observation), action)
 
     reward = jax.lax.map(episode_rewards, (episodes.observation, episodes.action), batch_size=16)
-    real = jnp.arange(episodes.max_length) < episodes.length[:, None]
+    real = episodes.real_steps
     mean = masked_mean(reward, real)
     std = jnp.sqrt(masked_mean(jnp.square(reward - mean), real))
     return jnp.where(real, (reward - mean) / jnp.maximum(std, 1e-6), 0.0)

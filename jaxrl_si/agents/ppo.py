@@ -44,7 +44,13 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from jaxrl_si import envs, nets
 from jaxrl_si.errors import ConfigError
 from jaxrl_si.layout import Constrain, unconstrained
-from jaxrl_si.losses import clipped_value_loss, gae_advantages, k3_kl, normalize_advantages, ppo_clip_loss
+from jaxrl_si.losses import (
+    clipped_value_loss,
+    gae_advantages,
+    k3_kl,
+    normalize_advantages,
+    ppo_clip_loss,
+)
 from jaxrl_si.metrics import episode_mean
 
 POLICY_KINDS = ("auto", *nets.POLICY_KINDS)  # auto: categorical or gaussian from the action space

@@ -8,12 +8,14 @@ MetaWorld files) and `jaxrl_si.data.generate` (datasets from the project's own P
 
 from jaxrl_si.data.offline import (
     STEP_FIELDS,
+    DatasetError,
     Episodes,
     OfflineData,
     PairBatch,
     Pairs,
     SegmentBatch,
     Segments,
+    check_views,
     dense_pair_batch,
     gather_segments,
     label_pairs,
@@ -26,6 +28,7 @@ from jaxrl_si.data.rollout import acting_env, rollout_episodes
 
 __all__ = [
     "STEP_FIELDS",
+    "DatasetError",
     "Episodes",
     "OfflineData",
     "PairBatch",
@@ -33,6 +36,7 @@ __all__ = [
     "SegmentBatch",
     "Segments",
     "acting_env",
+    "check_views",
     "dense_pair_batch",
     "gather_segments",
     "label_pairs",

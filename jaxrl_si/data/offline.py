@@ -2,7 +2,10 @@ r"""Offline data on device: episodes of steps, segments as views into them, pref
 
 The layout follows RLDS (Ramos et al. 2021, arXiv 2111.02767): a dataset is episodes of steps,
 each step an observation, the action taken there, the reward and discount that followed, and
-the flags `is_first` / `is_last` / `is_terminal`. Episodes are padded to a common length `T`
+the flags `is_first` / `is_last` / `is_terminal`. One departure: RLDS ends an episode with an
+observation-only step; here `is_last` marks the last step that acted, and the observation after
+it is not stored (a learner bootstrapping from s_{t+1} loses each time-limited episode's last
+transition, 1 of 200 on Pendulum). Episodes are padded to a common length `T`
 (`length[e]` steps are real), so the whole dataset is a handful of `[E, T, ...]` arrays put on
 device once.
 
@@ -46,6 +49,11 @@ from jaxrl_si.preferences.oracles import (
     sample_preferences,
 )
 
+
+class DatasetError(ConfigError):
+    """A dataset that cannot be used, written or read as asked; the message names the file or field."""
+
+
 STEP_FIELDS = ("observation", "action", "reward", "discount", "is_first", "is_last", "is_terminal", "features", "oracle_advantage")
 
 
@@ -84,9 +92,14 @@ class Episodes(flax.struct.PyTreeNode):
         return self.reward.shape[1]
 
     @property
+    def real_steps(self) -> Bool[Array, "E T"]:
+        """True on the `length[e]` real steps of each episode, False on its padding."""
+        return jnp.arange(self.max_length) < self.length[:, None]
+
+    @property
     def returns(self) -> Float[Array, "E"]:
         """Undiscounted return of each episode (padding is zero-reward)."""
-        return jnp.where(jnp.arange(self.max_length) < self.length[:, None], self.reward, 0.0).sum(-1)
+        return jnp.where(self.real_steps, self.reward, 0.0).sum(-1)
 
 
 class Segments(flax.struct.PyTreeNode):
@@ -94,7 +107,7 @@ class Segments(flax.struct.PyTreeNode):
 
     episode: Int[Array, "S"]
     start: Int[Array, "S"]
-    length: int = flax.struct.field(pytree_node=False, default=64)
+    length: int = flax.struct.field(pytree_node=False)
 
     @property
     def num_segments(self) -> int:
@@ -148,6 +161,38 @@ class PairBatch(flax.struct.PyTreeNode):
     label: Float[Array, "B"]
 
 
+def check_views(data: OfflineData, *, where: str) -> None:
+    """`DatasetError` naming the field unless the views fit the steps and the values are sane.
+
+    Jitted gathers clamp out-of-range indices without a word, so a dataset is checked before
+    any program reads it: episode lengths in [1, T], segments inside their episodes, pair indices
+    within the segments, labels in [0, 1], every float step field finite. Host-side (NumPy).
+    """
+    episodes, segments, pairs = jax.tree.map(np.asarray, (data.episodes, data.segments, data.pairs))
+    check_range(where, "episodes.length", episodes.length, 1, episodes.reward.shape[1] + 1)
+    check_range(where, "segments.episode", segments.episode, 0, episodes.length.shape[0])
+    check_range(where, "segments.start", segments.start, 0, episodes.reward.shape[1])
+    if np.any(late := segments.start + segments.length > episodes.length[segments.episode]):
+        s = np.flatnonzero(late)[0]
+        raise DatasetError(
+            f"{where}: segment {s} (`segments.start` {segments.start[s]}, length {segments.length}) runs past the end of episode {segments.episode[s]}"
+        )
+    for name in ("first", "second"):
+        check_range(where, f"pairs.{name}", getattr(pairs, name), 0, segments.episode.shape[0])
+    if np.any(bad := ~((pairs.label >= 0) & (pairs.label <= 1))):
+        raise DatasetError(f"{where}: `pairs.label` must lie in [0, 1], got {pairs.label[bad][0]} at pair {np.flatnonzero(bad)[0]}")
+    for name in STEP_FIELDS:
+        values = getattr(episodes, name)
+        if values.dtype.kind == "f" and not np.all(np.isfinite(values)):
+            raise DatasetError(f"{where}: `episodes.{name}` holds a non-finite value (episode {np.argwhere(~np.isfinite(values))[0][0]})")
+
+
+def check_range(where: str, name: str, values: np.ndarray, low: int, high: int) -> None:
+    """`DatasetError` naming `name` and the first row outside [low, high)."""
+    if np.any(bad := (values < low) | (values >= high)):
+        raise DatasetError(f"{where}: `{name}` must lie in [{low}, {high}), got {values[bad][0]} at row {np.flatnonzero(bad)[0]}")
+
+
 def segment_starts(length: np.ndarray, segment_length: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
     """Every segment that fits inside its episode, starting every `stride` steps: `(episode, start)`.
 
@@ -176,7 +221,7 @@ def gather_segments(episodes: Episodes, segments: Segments, index: Int[Array, "B
         return jax.vmap(one)(episode, start)
 
     steps = {name: view(getattr(episodes, name)) for name in STEP_FIELDS}
-    mask = (start[:, None] + jnp.arange(length)) < episodes.length[episode][:, None]
+    mask = (start[:, None] + jnp.arange(length)) < jnp.asarray(episodes.length)[episode][:, None]
     return SegmentBatch(**steps, mask=mask)
 
 

@@ -47,9 +47,17 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxrl_si.data.offline import STEP_FIELDS, Episodes, OfflineData, Pairs, Segments
+from jaxrl_si.data.offline import (
+    STEP_FIELDS,
+    DatasetError,
+    Episodes,
+    OfflineData,
+    Pairs,
+    Segments,
+    check_range,
+    check_views,
+)
 from jaxrl_si.envs import Env
-from jaxrl_si.errors import ConfigError
 
 DATASET_NAME = "offline_preferences"
 MANIFEST = "manifest.json"
@@ -70,10 +78,6 @@ _DESCRIPTIONS = {
 }
 
 
-class DatasetError(ConfigError):
-    """A dataset that cannot be written or read as asked; the message names the file or field."""
-
-
 @dataclasses.dataclass(frozen=True)
 class DatasetMetadata:
     """What a dataset is: its env and spaces, how it was made, and the segment length of its views.
@@ -89,7 +93,7 @@ class DatasetMetadata:
     action_high: tuple[float, ...]
     feature_names: tuple[str, ...]  # the K reward features of `Episodes.features` (empty: K = 0)
     segment_length: int  # L of every segment view
-    discount: float  # the task's γ
+    discount: float  # γ_A of `oracle_advantage` (data.generate); the task's γ where the data has no advantages
     policies: tuple[dict, ...]  # `Episodes.policy` indexes this: e.g. {"stage", "env_steps", "mean_return"}
     action_noise: float = 0.0  # std of the Gaussian noise added to the policies' actions
     seed: int | None = None
@@ -227,18 +231,8 @@ def check_data(data: OfflineData, metadata: DatasetMetadata, *, where: str) -> N
                 raise DatasetError(f"{where}: `{kind}.{name}` must have shape {shape}, got {array.shape}")
     if segments.length != metadata.segment_length:
         raise DatasetError(f"{where}: `segments.length` {segments.length} != metadata.segment_length {metadata.segment_length}")
-    _check_range(where, "episodes.length", episodes.length, 1, episodes.max_length + 1)
-    _check_range(where, "episodes.policy", episodes.policy, 0, len(metadata.policies))
-    _check_range(where, "segments.episode", segments.episode, 0, episodes.num_episodes)
-    _check_range(where, "segments.start", segments.start, 0, episodes.max_length)
-    if np.any(late := segments.start + segments.length > episodes.length[segments.episode]):
-        s = np.flatnonzero(late)[0]
-        start, episode = segments.start[s], segments.episode[s]
-        raise DatasetError(f"{where}: segment {s} (`segments.start` {start}, length {segments.length}) runs past the end of episode {episode}")
-    for name in ("first", "second"):
-        _check_range(where, f"pairs.{name}", getattr(pairs, name), 0, segments.num_segments)
-    if np.any(bad := ~((pairs.label >= 0) & (pairs.label <= 1))):
-        raise DatasetError(f"{where}: `pairs.label` must lie in [0, 1], got {pairs.label[bad][0]} at pair {np.flatnonzero(bad)[0]}")
+    check_range(where, "episodes.policy", episodes.policy, 0, len(metadata.policies))
+    check_views(data, where=where)
 
 
 def _tables(data: OfflineData) -> dict[str, dict[str, np.ndarray]]:
@@ -260,11 +254,6 @@ def _shape(kind: str, name: str, data: OfflineData, metadata: DatasetMetadata) -
     if name in ("length", "policy"):
         return steps[:1]
     return (*steps, *trailing.get(name, ()))
-
-
-def _check_range(where: str, name: str, values: np.ndarray, low: int, high: int) -> None:
-    if np.any(bad := (values < low) | (values >= high)):
-        raise DatasetError(f"{where}: `{name}` must lie in [{low}, {high}), got {values[bad][0]} at row {np.flatnonzero(bad)[0]}")
 
 
 def _check_expected(metadata: DatasetMetadata, expect: Expected | None, *, where: str) -> None:
@@ -331,15 +320,16 @@ def _check_files(root: Path) -> dict[str, int]:
     """Every file of the manifest present with its size; the rows per table."""
     try:
         manifest = json.loads((root / MANIFEST).read_text())
-    except ValueError as error:
-        raise DatasetError(f"{root / MANIFEST} is not valid JSON: {error}") from None
-    for name, size in manifest["files"].items():
+        files, rows = dict(manifest["files"]), dict(manifest["rows"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise DatasetError(f"{root / MANIFEST} is not a manifest (JSON with `files` and `rows`): {error!r}") from None
+    for name, size in files.items():
         path = root / name
         if not path.is_file():
             raise DatasetError(f"{path} is missing (listed in {root / MANIFEST})")
         if (actual := path.stat().st_size) != size:
             raise DatasetError(f"{path} is truncated or changed: {actual} bytes, the manifest says {size}")
-    return manifest["rows"]
+    return rows
 
 
 def _read_metadata(root: Path) -> DatasetMetadata:
