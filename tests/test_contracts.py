@@ -11,13 +11,17 @@ from jaxtyping import Array, Float, TypeCheckError
 
 from jaxrl_si import _checks, _contracts, losses
 from jaxrl_si.losses import (
+    awr_loss,
+    awr_weights,
     clipped_value_loss,
     cpl_loss,
     dpo_loss,
+    expectile_loss,
     gae_advantages,
     grpo_advantages,
     grpo_loss,
     inpo_loss,
+    iql_value_loss,
     ipo_loss,
     lambda_returns,
     loop_loss,
@@ -71,6 +75,13 @@ HYPERPARAMETERS = {
     "gae_advantages/lambda_": (1, lambda h: gae_advantages(V, V[::-1], V, FLAGS, FLAGS, gamma=0.9, lambda_=h)[0]),
     "lambda_returns/gamma": (1, lambda h: lambda_returns(V, V[::-1], FLAGS, FLAGS, gamma=h, lambda_=0.5)),
     "lambda_returns/lambda_": (1, lambda h: lambda_returns(V, V[::-1], FLAGS, FLAGS, gamma=0.9, lambda_=h)),
+    # An expectile lies in (0, 1), where no integer does: the call halves h = 1 in its own form.
+    "expectile_loss/expectile": (1, lambda h: expectile_loss(V, expectile=h / 2)),
+    "iql_value_loss/expectile": (1, lambda h: iql_value_loss(V, V[::-1], expectile=h / 2)),
+    "awr_weights/inverse_temperature": (1, lambda h: awr_weights(V, inverse_temperature=h)),
+    "awr_weights/max_weight": (1, lambda h: awr_weights(V, inverse_temperature=3.0, max_weight=h)),
+    "awr_loss/inverse_temperature": (1, lambda h: awr_loss(V, V[::-1], inverse_temperature=h)),
+    "awr_loss/max_weight": (1, lambda h: awr_loss(V, V[::-1], inverse_temperature=3.0, max_weight=h)),
 }
 
 EAGER_FORMS = {
