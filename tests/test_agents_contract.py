@@ -37,8 +37,9 @@ def test_agents_import_no_orchestration(path):
 
 def test_losses_and_agents_import_no_io_or_plotting_backends():
     code = (
-        "import sys, jaxrl_si.losses, jaxrl_si.agents.ppo, jaxrl_si.agents.preference_ppo\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'orbax', 'tqdm', 'matplotlib', 'tensorboardX'}))"
+        "import sys, jaxrl_si.losses, jaxrl_si.data\n"
+        + "".join(f"import jaxrl_si.agents.{path.stem}\n" for path in AGENTS)
+        + "print(sorted({m.split('.')[0] for m in sys.modules} & {'orbax', 'tqdm', 'matplotlib', 'tensorboardX', 'tensorflow_datasets'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert out.stdout.strip() == "[]", out.stdout
