@@ -66,10 +66,11 @@ def test_a_second_fresh_run_into_the_same_directory_is_refused_in_one_line(table
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--resume" in out.stderr
 
 
-@pytest.mark.parametrize(("args", "message"), [(["--methods", "dpo"], "--methods"), (["--pair-modes", "all"], "--pair-modes")])
+@pytest.mark.parametrize(("args", "message"), [(["--methods", "dpo"], "--methods"), (["--pair-modes", "all"], "--pair-modes"), (["--seeds", "0"], "--seeds")])
 def test_mistakes_are_one_line(tmp_path, args, message):
     out = _run("experiments.cpl", tmp_path, *DATA, *SMALL, *args, check=False)
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
+    assert not (tmp_path / "dataset").exists()  # found before any work
 
 
 def test_a_config_that_does_not_divide_is_reported_by_the_parser_without_traceback(tmp_path):

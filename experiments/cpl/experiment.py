@@ -100,6 +100,8 @@ def main(run: RunConfig) -> dict:
         raise ConfigError(f"--methods must name some of {METHODS}, got {list(run.methods)}")
     if set(run.pair_modes) - set(PAIR_MODES) or not run.pair_modes:
         raise ConfigError(f"--pair-modes must name some of {PAIR_MODES}, got {list(run.pair_modes)}")
+    if run.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {run.seeds}")  # before a dataset is made
     data, metadata = load_or_generate(run)
     device_data = jax.device_put(data)
     rows, curves = [], {}
