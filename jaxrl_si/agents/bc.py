@@ -33,20 +33,19 @@ from jaxrl_si import envs
 from jaxrl_si.agents.offline import (
     TRAIN_STREAM,
     Actor,
+    OfflineAgent,
     OfflineConfig,
     PolicyState,
     actor_log_prob,
-    check_data,
     check_int,
+    checked_actor,
     deterministic_action,
     gather_steps,
-    make_eval_env,
     masked_mean,
     observation_stats,
     pair_log_probs,
     parameter_count,
     preference_pairs,
-    run_update,
     sample_steps,
     step_key,
 )
@@ -90,7 +89,7 @@ class BCState(PolicyState):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class BC:
+class BC(OfflineAgent):
     """Config, the shared dataset, the actor and the evaluation env; built once, never traced."""
 
     config: BCConfig
@@ -101,19 +100,8 @@ class BC:
 
     @classmethod
     def build(cls, config: BCConfig, *, data: OfflineData, constrain: Constrain = unconstrained) -> BC:
-        eval_env = make_eval_env(config)
-        check_data(config, data, eval_env)
-        actor = Actor(eval_env.action_size, config.actor_kind, config.hidden_sizes, config.dropout)
+        actor, eval_env = checked_actor(config, data)
         return cls(config, data, actor, eval_env, constrain)
-
-    @property
-    def num_updates(self) -> int:
-        return self.config.num_updates
-
-    @property
-    def env_steps_per_update(self) -> int:
-        """Gradient steps per update (an offline agent takes no env steps)."""
-        return self.config.steps_per_update
 
     @property
     def step_batch_size(self) -> int:
@@ -138,13 +126,6 @@ class BC:
         opt_state = optax.adam(hparams.learning_rate).init(params)
         counts = top_episode_steps(self.data.episodes, hparams.top_fraction)
         return BCState(params, opt_state, stats, key, jnp.zeros((), jnp.int32), counts)
-
-    def update(self, hparams: BCHyperparams, state: BCState) -> tuple[BCState, dict[str, Array]]:
-        """`steps_per_update` gradient steps, then an evaluation of the deterministic policy."""
-        return run_update(self, hparams, state, self.gradient_step, self.act)
-
-    def train(self, hparams: BCHyperparams, key: PRNGKeyArray) -> tuple[BCState, dict[str, Array]]:
-        return jax.lax.scan(lambda s, _: self.update(hparams, s), self.init(hparams, key), None, length=self.num_updates)
 
     def act(self, state: BCState, obs: Array) -> Array:
         return deterministic_action(self.actor, state.params, state.observation, obs)

@@ -41,18 +41,17 @@ from jaxrl_si import envs
 from jaxrl_si.agents.offline import (
     TRAIN_STREAM,
     Actor,
+    OfflineAgent,
     OfflineConfig,
     PolicyState,
-    check_data,
     check_int,
+    checked_actor,
     deterministic_action,
-    make_eval_env,
     masked_mean,
     observation_stats,
     pair_log_probs,
     parameter_count,
     preference_pairs,
-    run_update,
     step_key,
     tree_select,
     warmup_factor,
@@ -87,7 +86,7 @@ class CPLHyperparams(flax.struct.PyTreeNode):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class CPL:
+class CPL(OfflineAgent):
     """Config, the shared dataset, the actor and the evaluation env; built once, never traced."""
 
     config: CPLConfig
@@ -99,19 +98,8 @@ class CPL:
     @classmethod
     def build(cls, config: CPLConfig, *, data: OfflineData, constrain: Constrain = unconstrained) -> CPL:
         """The actor and evaluation env for `config`; `ConfigError` if `data` does not fit them."""
-        eval_env = make_eval_env(config)
-        check_data(config, data, eval_env)
-        actor = Actor(eval_env.action_size, config.actor_kind, config.hidden_sizes, config.dropout)
+        actor, eval_env = checked_actor(config, data)
         return cls(config, data, actor, eval_env, constrain)
-
-    @property
-    def num_updates(self) -> int:
-        return self.config.num_updates
-
-    @property
-    def env_steps_per_update(self) -> int:
-        """Gradient steps per update (an offline agent takes no env steps)."""
-        return self.config.steps_per_update
 
     @property
     def data_parallel_sizes(self) -> dict[str, int]:
@@ -128,14 +116,6 @@ class CPL:
         params = self.actor.init(key_params, jnp.zeros(self.eval_env.observation_shape, jnp.float32))
         stats = observation_stats(self.data.episodes, self.config.normalize_observations)
         return PolicyState(params, optax.adam(hparams.learning_rate).init(params), stats, key, jnp.zeros((), jnp.int32))
-
-    def update(self, hparams: CPLHyperparams, state: PolicyState) -> tuple[PolicyState, dict[str, Array]]:
-        """`steps_per_update` gradient steps, then an evaluation of the deterministic policy."""
-        return run_update(self, hparams, state, self.gradient_step, self.act)
-
-    def train(self, hparams: CPLHyperparams, key: PRNGKeyArray) -> tuple[PolicyState, dict[str, Array]]:
-        """A whole run: `init`, then `num_updates` updates in one `lax.scan`; metrics `[num_updates]`."""
-        return jax.lax.scan(lambda s, _: self.update(hparams, s), self.init(hparams, key), None, length=self.num_updates)
 
     def act(self, state: PolicyState, obs: Array) -> Array:
         """The deterministic policy tanh(μ(s)) on raw observations."""

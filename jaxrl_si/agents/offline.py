@@ -337,6 +337,36 @@ def run_update(agent, hparams, state, gradient_step: Callable, act: Callable) ->
     return state, metrics
 
 
+class OfflineAgent:
+    """What the offline agents share; each is a frozen dataclass with `config`, `data`,
+    `eval_env` and `constrain`, and defines `init`, `gradient_step(hparams, state)` and
+    `act(state, obs)`. An update is `steps_per_update` gradient steps and one evaluation."""
+
+    @property
+    def num_updates(self) -> int:
+        return self.config.num_updates
+
+    @property
+    def env_steps_per_update(self) -> int:
+        """Gradient steps per update (an offline agent takes no env steps)."""
+        return self.config.steps_per_update
+
+    def update(self, hparams, state):
+        """`steps_per_update` gradient steps, then an evaluation of the deterministic policy (`run_update`)."""
+        return run_update(self, hparams, state, self.gradient_step, self.act)
+
+    def train(self, hparams, key: PRNGKeyArray):
+        """A whole run: `init`, then `num_updates` updates in one `lax.scan`; metrics `[num_updates]`."""
+        return jax.lax.scan(lambda s, _: self.update(hparams, s), self.init(hparams, key), None, length=self.num_updates)
+
+
+def checked_actor(config: OfflineConfig, data: offline_data.OfflineData) -> tuple[Actor, envs.VectorEnv]:
+    """The actor and evaluation env of `config`, once `data` is checked against them (`check_data`)."""
+    eval_env = make_eval_env(config)
+    check_data(config, data, eval_env)
+    return Actor(eval_env.action_size, config.actor_kind, config.hidden_sizes, config.dropout), eval_env
+
+
 def check_data(config: OfflineConfig, data: offline_data.OfflineData, env: envs.Env) -> None:
     """`ConfigError` unless `data` fits the env's spaces and the config's pair mode."""
     episodes = data.episodes

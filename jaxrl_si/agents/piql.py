@@ -51,18 +51,17 @@ from jaxrl_si.agents.offline import (
     TRAIN_STREAM,
     Actor,
     ObservationStats,
+    OfflineAgent,
     OfflineConfig,
     actor_log_prob,
-    check_data,
     check_int,
+    checked_actor,
     deterministic_action,
     gather_steps,
-    make_eval_env,
     masked_mean,
     observation_stats,
     parameter_count,
     preference_pairs,
-    run_update,
     sample_steps,
     step_key,
 )
@@ -158,7 +157,7 @@ class _RewardModelCarry(flax.struct.PyTreeNode):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class PIQL:
+class PIQL(OfflineAgent):
     """Config, the shared dataset, the four networks and the evaluation env; never traced."""
 
     config: PIQLConfig
@@ -172,20 +171,9 @@ class PIQL:
 
     @classmethod
     def build(cls, config: PIQLConfig, *, data: OfflineData, constrain: Constrain = unconstrained) -> PIQL:
-        eval_env = make_eval_env(config)
-        check_data(config, data, eval_env)
-        actor = Actor(eval_env.action_size, config.actor_kind, config.hidden_sizes, config.dropout)
+        actor, eval_env = checked_actor(config, data)
         critic, value = TwinCritic(config.critic_hidden_sizes), Value(config.critic_hidden_sizes)
         return cls(config, data, actor, critic, value, RewardModel(config.reward_model_hidden_sizes), eval_env, constrain)
-
-    @property
-    def num_updates(self) -> int:
-        return self.config.num_updates
-
-    @property
-    def env_steps_per_update(self) -> int:
-        """Gradient steps per update (an offline agent takes no env steps)."""
-        return self.config.steps_per_update
 
     @property
     def transition_batch_size(self) -> int:
@@ -211,13 +199,6 @@ class PIQL:
         reward = relabel(self.reward_model, reward_params, stats, self.data.episodes)
         opt_state = _optimizer(self.config, hparams, jnp.zeros((), jnp.int32)).init(params)
         return PIQLState(params, params.critic, opt_state, stats, reward, reward_params, reward_metrics, key, jnp.zeros((), jnp.int32))
-
-    def update(self, hparams: PIQLHyperparams, state: PIQLState) -> tuple[PIQLState, dict[str, Array]]:
-        """`steps_per_update` IQL steps, then an evaluation of the deterministic policy."""
-        return run_update(self, hparams, state, self.gradient_step, self.act)
-
-    def train(self, hparams: PIQLHyperparams, key: PRNGKeyArray) -> tuple[PIQLState, dict[str, Array]]:
-        return jax.lax.scan(lambda s, _: self.update(hparams, s), self.init(hparams, key), None, length=self.num_updates)
 
     def act(self, state: PIQLState, obs: Array) -> Array:
         return deterministic_action(self.actor, state.params.actor, state.observation, obs)
