@@ -10,3 +10,10 @@ class ConfigError(ValueError):
 
     The message names the setting and, where there are few, the valid choices.
     """
+
+
+def check_known_keys(owner: str, keys, valid) -> None:
+    """`ConfigError` naming the `keys` that are not `valid`, and the valid ones (a config's `from_dict`)."""
+    valid = list(valid)
+    if unknown := set(keys) - set(valid):
+        raise ConfigError(f"unknown {owner} keys {sorted(unknown)}; valid keys: {sorted(valid)}")

@@ -57,7 +57,7 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from jaxrl_si import data as offline_data
 from jaxrl_si import envs, nets
-from jaxrl_si.errors import ConfigError
+from jaxrl_si.errors import ConfigError, check_known_keys
 from jaxrl_si.layout import Constrain
 from jaxrl_si.nets.initializers import orthogonal
 from jaxrl_si.preferences import HardLabels
@@ -113,10 +113,7 @@ class OfflineConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]):
         """Build from a dict; unknown keys are an error naming them and the valid ones."""
-        fields = [f.name for f in dataclasses.fields(cls)]
-        unknown = set(values) - set(fields)
-        if unknown:
-            raise ConfigError(f"unknown {cls.__name__} keys {sorted(unknown)}; valid keys: {fields}")
+        check_known_keys(cls.__name__, values, (f.name for f in dataclasses.fields(cls)))
         return cls(**values)
 
 

@@ -42,7 +42,7 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxrl_si import envs, nets
-from jaxrl_si.errors import ConfigError
+from jaxrl_si.errors import ConfigError, check_known_keys
 from jaxrl_si.layout import Constrain, unconstrained
 from jaxrl_si.losses import (
     clipped_value_loss,
@@ -109,9 +109,7 @@ class PPOConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PPOConfig:
         """Build from a dict; unknown keys are an error naming them and the valid ones."""
-        unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown PPOConfig keys {sorted(unknown)}; valid keys: {[f.name for f in dataclasses.fields(cls)]}")
+        check_known_keys("PPOConfig", values, (f.name for f in dataclasses.fields(cls)))
         return cls(**values)
 
 

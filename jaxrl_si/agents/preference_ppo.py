@@ -52,7 +52,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxrl_si import nets, preferences
 from jaxrl_si.agents.ppo import PPO, PPOConfig, PPOHyperparams, PPOState, Transition
-from jaxrl_si.errors import ConfigError
+from jaxrl_si.errors import ConfigError, check_known_keys
 from jaxrl_si.layout import Constrain, unconstrained
 from jaxrl_si.losses import bradley_terry_loss
 from jaxrl_si.preferences import Trajectories
@@ -120,10 +120,7 @@ class PreferencePPOConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PreferencePPOConfig:
         """Build from a dict (`ppo` may be a dict); unknown keys are an error naming them."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - fields
-        if unknown:
-            raise ConfigError(f"unknown PreferencePPOConfig keys {sorted(unknown)}; valid keys: {sorted(fields)}")
+        check_known_keys("PreferencePPOConfig", values, (f.name for f in dataclasses.fields(cls)))
         ppo = values.get("ppo", PENDULUM_PPO)
         return cls(**{**values, "ppo": PPOConfig.from_dict(ppo) if isinstance(ppo, dict) else ppo})
 

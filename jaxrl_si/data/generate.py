@@ -65,7 +65,7 @@ from jaxrl_si.data.offline import (
 )
 from jaxrl_si.data.rollout import acting_env, rollout_episodes
 from jaxrl_si.data.tfds_io import DatasetError, DatasetMetadata
-from jaxrl_si.errors import ConfigError
+from jaxrl_si.errors import ConfigError, check_known_keys
 from jaxrl_si.metrics import episode_mean
 
 REGRET = "regret"  # the pair oracle of the CPL paper: hard labels on Σ_t A*(s_t, a_t)
@@ -192,18 +192,13 @@ class GenerationConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> GenerationConfig:
         """Build from a dict (`ppo`, `ppo_hparams` may be dicts); unknown keys are an error naming them."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - fields
-        if unknown:
-            raise ConfigError(f"unknown GenerationConfig keys {sorted(unknown)}; valid keys: {sorted(fields)}")
+        check_known_keys("GenerationConfig", values, (f.name for f in dataclasses.fields(cls)))
         values = dict(values)
         if isinstance(values.get("ppo"), dict):
             values["ppo"] = PPOConfig.from_dict(values["ppo"])
         hparams = values.get("ppo_hparams")
         if isinstance(hparams, dict):
-            valid = {f.name for f in dataclasses.fields(PPOHyperparams)}
-            if set(hparams) - valid:
-                raise ConfigError(f"unknown GenerationConfig.ppo_hparams keys {sorted(set(hparams) - valid)}; valid: {sorted(valid)}")
+            check_known_keys("GenerationConfig.ppo_hparams", hparams, (f.name for f in dataclasses.fields(PPOHyperparams)))
             values["ppo_hparams"] = PPOHyperparams(**hparams)
         return cls(**values)
 
