@@ -2,9 +2,13 @@
 
 `jaxrl_si.data` itself is pure JAX (agents import it): the on-device layout (`offline`) and
 on-device episode collection (`rollout`). Imported on use: `jaxrl_si.data.tfds_io` (TFDS
-`array_record` files, one version per snapshot), `jaxrl_si.data.public` (the CPL paper's
-MetaWorld files) and `jaxrl_si.data.generate` (datasets from the project's own PPO policies).
+`array_record` files, one version per snapshot; its `write_tables`, `read_tables` and
+`versions` are exported here and import it when first touched), `jaxrl_si.data.public` (the CPL
+paper's MetaWorld files) and `jaxrl_si.data.generate` (datasets from the project's own PPO
+policies).
 """
+
+import importlib
 
 from jaxrl_si.data.offline import (
     STEP_FIELDS,
@@ -42,7 +46,18 @@ __all__ = [
     "label_pairs",
     "nbytes",
     "pair_batch",
+    "read_tables",
     "rollout_episodes",
     "segment_batch",
     "segment_starts",
+    "versions",
+    "write_tables",
 ]
+
+_FROM_TFDS_IO = ("read_tables", "versions", "write_tables")  # TFDS is imported on first use, not with `jaxrl_si.data`
+
+
+def __getattr__(name: str):
+    if name in _FROM_TFDS_IO:
+        return getattr(importlib.import_module(f"{__name__}.tfds_io"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
