@@ -22,6 +22,7 @@ __all__ = [
     "parallel",
     "plots",
     "preferences",
+    "sequence",
     "sinks",
     "sweep",
     "__version__",
