@@ -173,6 +173,7 @@ def run(
     desc: str = "train",
     on_start: Callable[[], None] | None = None,
     initial_state: Any | None = None,
+    after_iteration: Callable[[int, Any], None] | None = None,
 ) -> LoopResult:
     """Train `M` members for `trainer.num_iterations` iterations, checkpointing each one.
 
@@ -190,6 +191,9 @@ def run(
         fits this run), before the loop writes to `run_dir`: e.g. to write the run's config.
       initial_state: the stacked state a fresh run starts from instead of `init` (e.g. where an
         earlier stage of training ended); a resume restores its checkpoint as usual.
+      after_iteration: called as `after_iteration(iteration, state)` once an iteration's state
+        exists and before its checkpoint is saved (e.g. to write the samples it trained on as a
+        dataset): a run killed in between redoes the iteration and calls it again.
 
     Members are sharded over the `sweep` axis of `trainer.mesh` when it has one (the member
     count must divide it), else placed on the default device. Raises `ConfigError` (members
@@ -217,6 +221,8 @@ def run(
             metrics = {k: np.asarray(v) for k, v in metrics.items()}  # blocks: one iteration in flight
             history = {k: np.concatenate([history[k], v], axis=1) if k in history else v for k, v in metrics.items()}
             latest = _log_iteration(writer, trainer, metrics, iteration, labels)
+            if after_iteration is not None:
+                after_iteration(iteration + 1, state)
             saver.save(iteration + 1, state, config=config, history=history, extra={"iteration": iteration + 1})
             bar.update(steps_per_iteration)
             bar.set_postfix(it=f"{iteration + 1}/{trainer.num_iterations}", ret=_format_return(latest))

@@ -10,7 +10,7 @@ import pytest
 AGENTS = sorted(p for p in (pathlib.Path(__file__).parent.parent / "jaxrl_si" / "agents").glob("*.py") if p.name != "__init__.py")
 ALLOWED = {
     "jaxrl_si.losses", "jaxrl_si.nets", "jaxrl_si.envs", "jaxrl_si.data", "jaxrl_si.metrics", "jaxrl_si.layout",
-    "jaxrl_si.errors", "jaxrl_si.preferences", "jaxrl_si.agents",
+    "jaxrl_si.errors", "jaxrl_si.preferences", "jaxrl_si.sequence", "jaxrl_si.agents",
 }  # fmt: skip
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from cpu_devices import run_on_cpu_devices
 
-from jaxrl_si import _checks
+from jaxrl_si import _checks, nets
 from jaxrl_si.errors import ConfigError
 from jaxrl_si.nets import (
     SamplingConfig,
@@ -311,3 +311,20 @@ SHARDED_SAMPLE = textwrap.dedent(
 
 def test_sample_with_prompts_split_over_data_equals_one_device():
     run_on_cpu_devices(SHARDED_SAMPLE, devices=4)
+
+
+def test_self_certainty_is_zero_for_a_uniform_policy_and_grows_with_confidence():
+    """SC = mean over tokens of KL(U || pi) (Kang et al. 2025, Eq. 3): 0 when every next-token
+    distribution is uniform (all weights zero), > 0 for a peaked one, 0 for an empty response."""
+    config = nets.TransformerConfig(vocab_size=8, num_layers=1, width=16, num_heads=2, max_length=8)
+    params = jax.tree.map(jnp.zeros_like, nets.init_params(config, jax.random.key(0)))
+    prompts, valid = jnp.ones((2, 3), jnp.int32), jnp.ones((2, 3), bool)
+    responses = jnp.array([[2, 3, 1], [2, 0, 0]], jnp.int32)
+    mask = jnp.array([[True, True, True], [False, False, False]])
+    np.testing.assert_allclose(nets.self_certainty(params, config, prompts, valid, responses, mask), [0.0, 0.0], atol=1e-6)
+    peaked = jax.tree.map(lambda x: x, params)  # a copy of the dicts
+    peaked["logits"]["bias"] = jnp.zeros(8).at[2].set(5.0)
+    # KL(U || pi) = -log V - (1/V) sum_j log pi_j; with logits 5 e_2, sum_j log pi_j = 5 - 8 log Z,
+    # Z = e^5 + 7, so KL = log Z - 5/8 - log 8, the same at every position.
+    expected = np.log(np.exp(5.0) + 7.0) - 5.0 / 8 - np.log(8.0)
+    np.testing.assert_allclose(nets.self_certainty(peaked, config, prompts, valid, responses, mask)[0], expected, rtol=1e-5)
