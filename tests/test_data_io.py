@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxrl_si import envs
-from jaxrl_si.data import offline, public, tfds_io
+from jaxrl_si.data import offline, public, tables_io, tfds_io
 from jaxrl_si.data.tfds_io import (
     DatasetError,
     DatasetMetadata,
@@ -238,14 +238,14 @@ def test_a_corrupted_shard_of_the_right_size_is_named(tmp_path):
 
 def test_an_exception_mid_write_leaves_nothing_and_the_old_version_intact(tmp_path, monkeypatch):
     write_dataset(tmp_path, _data(seed=0), METADATA)
-    real = tfds_io._write_table
+    real = tables_io._write_table
 
     def fail_on_pairs(data_dir, kind, *args):
         if kind == "pairs":
             raise KeyboardInterrupt
         real(data_dir, kind, *args)
 
-    monkeypatch.setattr(tfds_io, "_write_table", fail_on_pairs)
+    monkeypatch.setattr(tables_io, "_write_table", fail_on_pairs)
     with pytest.raises(KeyboardInterrupt):
         write_dataset(tmp_path, _data(seed=1), METADATA, version="1.1.0")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1.0.0"]
@@ -255,16 +255,16 @@ def test_an_exception_mid_write_leaves_nothing_and_the_old_version_intact(tmp_pa
 KILLED_WRITER = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
-from jaxrl_si.data import tfds_io
+from jaxrl_si.data import tables_io, tfds_io
 from test_data_io import METADATA, _data
 
-real = tfds_io._write_table
+real = tables_io._write_table
 def die_on_pairs(data_dir, kind, *args):
     if kind == "pairs":
         os.kill(os.getpid(), signal.SIGKILL)
     real(data_dir, kind, *args)
 
-tfds_io._write_table = die_on_pairs
+tables_io._write_table = die_on_pairs
 tfds_io.write_dataset({directory!r}, _data(seed=1), METADATA, version="1.1.0")
 """
 

@@ -9,9 +9,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jaxrl_si import data as data_package
-from jaxrl_si.data import tfds_io
+from jaxrl_si.data import tables_io
 from jaxrl_si.data.offline import DatasetError
-from jaxrl_si.data.tfds_io import read_tables, versions, write_tables
+from jaxrl_si.data.tables_io import read_tables, versions, write_tables
 
 NAME = "sequence_samples"
 METADATA = {"iteration": 3, "model": {"layers": 2, "vocab": 11}, "temperatures": [0.5, 1.0], "notes": "tiny"}
@@ -51,7 +51,7 @@ def _shard(root, table: str):
 
 
 def test_round_trip_is_exact_and_read_in_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(tfds_io, "_CHUNK", 3)  # 7 rows: chunks of 3, 3 and 1
+    monkeypatch.setattr(tables_io, "_CHUNK", 3)  # 7 rows: chunks of 3, 3 and 1
     tables = _tables()
     root = write_tables(tmp_path, tables, dataset_name=NAME, metadata=METADATA, descriptions={"samples": "one sample per row"})
     assert root == tmp_path / "1.0.0"
@@ -79,7 +79,7 @@ def test_a_table_with_no_rows_keeps_its_columns_and_the_metadata_moves_to_the_ne
     tables = _tables(samples=0)
     root = write_tables(tmp_path, tables, dataset_name=NAME, metadata=METADATA)
     assert not (root / NAME / "samples").exists()  # TFDS refuses empty splits
-    assert json.loads((root / tfds_io.MANIFEST).read_text())["rows"] == {"samples": 0, "prompts": 3}
+    assert json.loads((root / tables_io.MANIFEST).read_text())["rows"] == {"samples": 0, "prompts": 3}
     read, metadata = read_tables(tmp_path, dataset_name=NAME, dtypes=DTYPES)
     _assert_same(read, tables)  # tokens [0, 5] int32, mask [0, 5] bool, reward [0] float32
     assert metadata == METADATA  # kept by `prompts`, the first table with rows
@@ -89,9 +89,9 @@ def test_a_table_with_no_rows_keeps_its_columns_and_the_metadata_moves_to_the_ne
 
 def test_a_manifest_without_columns_reads_empty_tables_with_the_callers_dtypes(tmp_path):
     root = write_tables(tmp_path, _tables(samples=0), dataset_name=NAME, metadata=METADATA)
-    manifest = json.loads((root / tfds_io.MANIFEST).read_text())
+    manifest = json.loads((root / tables_io.MANIFEST).read_text())
     del manifest["columns"]  # as written before the manifest recorded columns
-    (root / tfds_io.MANIFEST).write_text(json.dumps(manifest))
+    (root / tables_io.MANIFEST).write_text(json.dumps(manifest))
     read, _ = read_tables(tmp_path, dataset_name=NAME, dtypes=DTYPES)
     assert {name: (a.dtype, a.shape) for name, a in read["samples"].items()} == {
         "tokens": (np.int32, (0,)),
@@ -150,22 +150,22 @@ def test_columns_other_than_expected_are_named(tmp_path, samples):
 
 def test_a_manifest_that_disagrees_with_the_files_is_refused(tmp_path):
     root = write_tables(tmp_path, _tables(), dataset_name=NAME, metadata=METADATA)
-    manifest = json.loads((root / tfds_io.MANIFEST).read_text())
+    manifest = json.loads((root / tables_io.MANIFEST).read_text())
     manifest["columns"]["prompts"]["reward"]["shape"] = [2]
-    (root / tfds_io.MANIFEST).write_text(json.dumps(manifest))
+    (root / tables_io.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match=r"prompts/1\.0\.0: columns .*reward: float32\[\].*, the manifest says .*reward: float32\[2\]"):
         read_tables(tmp_path, dataset_name=NAME)
 
 
 def test_an_exception_mid_write_leaves_nothing_readable(tmp_path, monkeypatch):
-    real = tfds_io._write_table
+    real = tables_io._write_table
 
     def fail_on_prompts(data_dir, table, *args):
         if table == "prompts":
             raise RuntimeError("disk full")
         real(data_dir, table, *args)
 
-    monkeypatch.setattr(tfds_io, "_write_table", fail_on_prompts)
+    monkeypatch.setattr(tables_io, "_write_table", fail_on_prompts)
     with pytest.raises(RuntimeError, match="disk full"):
         write_tables(tmp_path, _tables(), dataset_name=NAME, metadata=METADATA)
     assert versions(tmp_path) == [] and list(tmp_path.iterdir()) == []  # `samples` was written, then removed

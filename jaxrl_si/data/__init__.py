@@ -1,9 +1,10 @@
 """Offline data: episodes of steps on device, segment views, preference pairs, and their files.
 
 `jaxrl_si.data` itself is pure JAX (agents import it): the on-device layout (`offline`) and
-on-device episode collection (`rollout`). Imported on use: `jaxrl_si.data.tfds_io` (TFDS
-`array_record` files, one version per snapshot; its `write_tables`, `read_tables` and
-`versions` are exported here and import it when first touched), `jaxrl_si.data.public` (the CPL
+on-device episode collection (`rollout`). Imported on use: `jaxrl_si.data.tables_io` (any
+tables as TFDS `array_record` files, one version per snapshot; its `write_tables`,
+`read_tables` and `versions` are exported here and import it when first touched),
+`jaxrl_si.data.tfds_io` (`OfflineData` through `tables_io`), `jaxrl_si.data.public` (the CPL
 paper's MetaWorld files) and `jaxrl_si.data.generate` (datasets from the project's own PPO
 policies).
 """
@@ -54,10 +55,10 @@ __all__ = [
     "write_tables",
 ]
 
-_FROM_TFDS_IO = ("read_tables", "versions", "write_tables")  # TFDS is imported on first use, not with `jaxrl_si.data`
+_FROM_TABLES_IO = ("read_tables", "versions", "write_tables")  # TFDS is imported on first use, not with `jaxrl_si.data`
 
 
 def __getattr__(name: str):
-    if name in _FROM_TFDS_IO:
-        return getattr(importlib.import_module(f"{__name__}.tfds_io"), name)
+    if name in _FROM_TABLES_IO:
+        return getattr(importlib.import_module(f"{__name__}.tables_io"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
