@@ -210,6 +210,12 @@ class SelfImprove:
             return state, {}
         return self._train_reward_model(hparams, state)
 
+    def train(self, hparams: SelfImproveHyperparams, key: PRNGKeyArray) -> tuple[SelfImproveState, dict[str, Array]]:
+        """A whole run without a warm start, as one program: `init`, `begin`, `iterations` updates
+        (metrics `[iterations]`). The experiment warm-starts first (`warm_start_steps`)."""
+        state, _ = self.begin(hparams, self.init(hparams, key))
+        return jax.lax.scan(lambda s, _: self.update(hparams, s), state, None, length=self.config.iterations)
+
     # --- supervised warm start -----------------------------------------------------------------
 
     def warm_start_steps(self, hparams: SelfImproveHyperparams, state: SelfImproveState, active: Array, steps: int):
