@@ -9,6 +9,8 @@
    answers in chunks of `--warm-start-chunk` steps until its greedy held-out exact match
    reaches `--target-accuracy` (each seed stops on its own; all seeds in one program), so
    iteration 0 is weak but not trivial. Checkpointed per chunk; every method starts from it.
+   `--warm-start-dir runs/self_improve/warm_start` reuses another run's (e.g. to try another
+   judge from the same starting policies).
 2. **Iterations**: each method (`--methods`; `rpo` is DPO with `nll_coef = 1`, the equal-compute
    control `sft` trains on fresh ground-truth answers for the same number of Adam steps) runs
    its seeds (x `--sweep` settings) as one vmapped program through `jaxrl_si.loop`, an Orbax
@@ -72,6 +74,7 @@ class RunConfig:
     target_accuracy: float = 0.35  # greedy held-out exact match that ends the warm start
     warm_start_chunk: int = 25  # supervised steps between accuracy checks (accuracy jumps fast once it rises)
     warm_start_max_steps: int = 20_000  # give up (an error) if a seed has not reached the target by then
+    warm_start_dir: pathlib.Path | None = None  # reuse the warm start of another run (same model, task, sizes, seeds)
     write_datasets: bool = True  # each iteration's samples as a TFDS dataset
     mesh: tuple[int, int] | None = None  # (sweep, data); default: members over the devices that divide them
     cpu_devices: int = 0  # XLA:CPU host devices when run as a script; 0: one per core
@@ -93,7 +96,7 @@ def main(run: RunConfig) -> dict:
     mesh = default_mesh(members) if run.mesh is None else make_mesh(*run.mesh)
     start = time.perf_counter()
     base = SelfImprove.build(dataclasses.replace(run.agent, method="sft"))
-    warm, warm_report = warm_start(run, base, mesh)
+    warm, warm_report = warm_start(run, base)
     cli.write_run_config(run)
     rows, histories = [], {}
     for name in run.methods:
@@ -131,19 +134,26 @@ def _learning_rates(hparams: SelfImproveHyperparams) -> dict[str, float]:
     return {k: getattr(hparams, k) for k in ("learning_rate", "warm_start_learning_rate", "max_grad_norm", "reward_model_learning_rate")}
 
 
-def warm_start(run: RunConfig, agent: SelfImprove, mesh) -> tuple[Any, dict]:
-    """Every seed's state once its greedy accuracy reaches the target (checkpointed per chunk)."""
+# Agent fields a warm start does not depend on: runs that differ only in these can share one.
+_NOT_IN_WARM_START = ("method", "judge", "reference", "iterations", "temperature", "epochs", "minibatches", "reward_model_prompts", "reward_model_steps")
+
+
+def warm_start(run: RunConfig, agent: SelfImprove) -> tuple[Any, dict]:
+    """Every seed's state once its greedy accuracy reaches the target (checkpointed per chunk, in
+    `run_dir/warm_start` or the `--warm-start-dir` of an earlier run, whose config must match)."""
     hparams = sweep.member_hparams(SelfImproveHyperparams(**_learning_rates(run.hparams)), [{}], run.seeds)
     keys = sweep.member_keys(run.seed, 1, run.seeds)
     init = jax.jit(jax.vmap(agent.init))
     chunk = jax.jit(jax.vmap(lambda h, s, a: agent.warm_start_steps(h, s, a, run.warm_start_chunk)))
     accuracy_of = jax.jit(jax.vmap(agent.greedy_accuracy))
-    config = {"agent": checkpoint.json_value(dataclasses.asdict(run.agent), stringify=True), "target": run.target_accuracy, "chunk": run.warm_start_chunk, "seeds": run.seeds, "seed": run.seed, "hparams": _learning_rates(run.hparams)}
-    with checkpoint.Checkpointer(run.run_dir / "warm_start", max_to_keep=1, async_save=False) as saver:
+    shaping = {k: v for k, v in dataclasses.asdict(run.agent).items() if k not in _NOT_IN_WARM_START}
+    config = {"agent": checkpoint.json_value(shaping, stringify=True), "target": run.target_accuracy, "chunk": run.warm_start_chunk, "seeds": run.seeds, "seed": run.seed, "hparams": _learning_rates(run.hparams)}
+    reuse = run.warm_start_dir is not None
+    with checkpoint.Checkpointer(run.warm_start_dir if reuse else run.run_dir / "warm_start", max_to_keep=1, async_save=False) as saver:
         state = init(hparams, keys)
-        if saver.latest_step() is not None and not run.resume:
+        if saver.latest_step() is not None and not (run.resume or reuse):
             raise checkpoint.ExistingRunError(f"{run.run_dir} holds an earlier run; resume it (--resume) or choose another --run-dir")
-        restored = saver.restore_latest(state, config=config) if run.resume else None
+        restored = saver.restore_latest(state, config=config) if run.resume or reuse else None
         state = state if restored is None else restored.state
         accuracy = np.asarray(accuracy_of(state.params))
         bar = tqdm(total=run.warm_start_max_steps, initial=int(np.asarray(state.warm_start_steps).max()), desc="warm start", unit="step")
@@ -172,18 +182,18 @@ def _begin(trainer: loop.Trainer, hparams, warm):
 
 def _dataset_writer(run: RunConfig, name: str, config: SelfImproveConfig):
     """`after_iteration` hook: each member's judged samples as TFDS version `1.<iteration>.0`."""
-    from jaxrl_si.data import tfds_io
+    from jaxrl_si.data import tables_io
 
     def write(iteration: int, state) -> None:
         samples = jax.tree.map(np.asarray, state.samples)
         for member in range(samples.rewards.shape[0]):
             directory = run.run_dir / name / "datasets" / f"member_{member}"
             version = f"1.{iteration}.0"
-            if version in tfds_io.versions(directory):
+            if version in tables_io.versions(directory):
                 continue  # a redone iteration (after a kill) draws the same samples
             tables = sample_tables(jax.tree.map(lambda x: x[member], samples))
             metadata = {"method": name, "iteration": iteration, "member": member, "task": config.task, "task_size": config.task_size, "judge": config.judge}
-            tfds_io.write_tables(directory, tables, dataset_name=DATASET_NAME, metadata=metadata, version=version)
+            tables_io.write_tables(directory, tables, dataset_name=DATASET_NAME, metadata=metadata, version=version)
 
     return write
 
