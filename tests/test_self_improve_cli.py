@@ -33,7 +33,7 @@ def test_a_run_writes_the_table_plot_and_one_dataset_per_iteration(finished):
     assert [(r["method"], r["iteration"]) for r in rows] == [(m, i) for m in ("rpo", "rest") for i in range(3)]
     assert all(r["eval/greedy_accuracy"]["n"] == 2 for r in rows)
     assert min(summary["warm_start"]["accuracy"]) >= run.target_accuracy
-    for name in ("results.json", "results.md", "self_improve.png", "config.json"):
+    for name in ("results.json", "results.md", "self_improve.png", "self_improve_logps.png", "config.json"):
         assert (run.run_dir / name).stat().st_size > 0
     directory = run.run_dir / "rest" / "datasets" / "member_1"
     assert versions(directory) == ["1.1.0", "1.2.0"]
@@ -49,6 +49,14 @@ def test_resuming_a_finished_run_recomputes_nothing_and_reports_the_same(finishe
     run, summary = finished
     again = main(dataclasses.replace(run, resume=True))
     assert again["table"] == summary["table"]
+
+
+def test_another_run_reuses_the_warm_start_of_a_first(finished, tmp_path):
+    run, summary = finished
+    other = dataclasses.replace(run, run_dir=tmp_path, methods=("sft",), warm_start_dir=run.run_dir / "warm_start", write_datasets=False)
+    reused = main(other)
+    assert reused["warm_start"]["steps"] == summary["warm_start"]["steps"]
+    assert reused["table"][0]["eval/greedy_accuracy"] == summary["table"][0]["eval/greedy_accuracy"]  # the same iteration 0
 
 
 def test_a_second_fresh_run_into_the_same_directory_is_refused(finished, capsys):

@@ -60,7 +60,11 @@ METHODS: dict[str, tuple[str, dict[str, float]]] = {
     "sft": ("sft", {}),
 }
 DATASET_NAME = "self_improvement_samples"
-REPORTED = ("eval/greedy_accuracy", "eval/sampled_accuracy", "eval/win_rate_vs_initial", "logps/chosen_before", "logps/chosen_after", "logps/rejected_before", "logps/rejected_after")
+REPORTED = (
+    "eval/greedy_accuracy", "eval/sampled_accuracy", "eval/win_rate_vs_initial", "eval/best_of_k_judge_accuracy",
+    "eval/best_of_k_self_certainty_accuracy", "eval/pass_at_k", "samples/accuracy", "pairs/valid_fraction",
+    "logps/chosen_before", "logps/chosen_after", "logps/rejected_before", "logps/rejected_after",
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,9 +127,9 @@ def main(run: RunConfig) -> dict:
         rows += _rows(name, settings, run.seeds, histories[name])
     summary = {"warm_start": warm_report, "seeds": run.seeds, "table": rows, "wall_s": round(time.perf_counter() - start, 1)}
     (run.run_dir / "results.json").write_text(json.dumps(summary, indent=1))
-    (run.run_dir / "results.md").write_text(markdown(rows))
+    (run.run_dir / "results.md").write_text(markdown(rows) + "\n" + selection_markdown(rows))
     plot(run, histories, settings)
-    print(markdown(rows), end="")
+    print(markdown(rows) + "\n" + selection_markdown(rows), end="")
     return summary
 
 
@@ -155,20 +159,20 @@ def warm_start(run: RunConfig, agent: SelfImprove) -> tuple[Any, dict]:
             raise checkpoint.ExistingRunError(f"{run.run_dir} holds an earlier run; resume it (--resume) or choose another --run-dir")
         restored = saver.restore_latest(state, config=config) if run.resume or reuse else None
         state = state if restored is None else restored.state
-        accuracy = np.asarray(accuracy_of(state.params))
+        accuracy = np.asarray(accuracy_of(state.params), np.float64)
         bar = tqdm(total=run.warm_start_max_steps, initial=int(np.asarray(state.warm_start_steps).max()), desc="warm start", unit="step")
         while (active := accuracy < run.target_accuracy).any():
             if int(np.asarray(state.warm_start_steps).max()) >= run.warm_start_max_steps:
                 raise ConfigError(f"the warm start did not reach greedy accuracy {run.target_accuracy} in {run.warm_start_max_steps} steps (seeds at {accuracy.round(3).tolist()}); raise --warm-start-max-steps or lower --target-accuracy")
             state, accuracy = chunk(hparams, state, jnp.asarray(active))
-            accuracy = np.asarray(accuracy)
+            accuracy = np.asarray(accuracy, np.float64)
             saver.save(int(np.asarray(state.warm_start_steps).max()), state, config=config)
             bar.update(run.warm_start_chunk)
             bar.set_postfix(accuracy=" ".join(f"{a:.2f}" for a in accuracy))
         bar.close()
     steps = np.asarray(state.warm_start_steps)
     print(f"warm start: greedy exact match {accuracy.round(3).tolist()} after {steps.tolist()} steps")
-    return state, {"config": config, "accuracy": accuracy.tolist(), "steps": steps.tolist()}
+    return state, {"config": config, "accuracy": accuracy.round(4).tolist(), "steps": steps.tolist()}
 
 
 def _begin(trainer: loop.Trainer, hparams, warm):
@@ -243,13 +247,44 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def selection_markdown(rows: list[dict[str, Any]]) -> str:
+    """Inference-time selection at the last iteration: one sample, best of K by the judge and by
+    self-certainty, and pass@K (an oracle's upper bound), held-out exact match."""
+    last = max(r["iteration"] for r in rows)
+    lines = [
+        f"Held-out exact match after iteration {last}, by how the answer is chosen:",
+        "",
+        "| method | setting | greedy | one sample | best of K (judge) | best of K (self-certainty) | pass@K |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in (r for r in rows if r["iteration"] == last):
+        cells = [format_interval(r[f"eval/{m}"], 3) for m in ("greedy_accuracy", "sampled_accuracy", "best_of_k_judge_accuracy", "best_of_k_self_certainty_accuracy", "pass_at_k")]
+        lines.append(f"| {r['method']} | {r['setting'] or '-'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(run: RunConfig, histories: dict[str, dict[str, np.ndarray]], settings) -> None:
-    """Greedy / sampled exact match and win rate vs iteration 0, per method (mean and 95 % interval)."""
-    panels = {}
-    for metric, title in (("eval/greedy_accuracy", "greedy exact match"), ("eval/sampled_accuracy", "sampled exact match"), ("eval/win_rate_vs_initial", "win rate vs iteration 0")):
-        panels[title] = {f"{name}" if len(settings) == 1 else f"{name} {i}": h[metric][i * run.seeds : (i + 1) * run.seeds] for name, h in histories.items() for i in range(len(settings))}
+    """`self_improve.png`: greedy / sampled exact match and win rate vs iteration 0; and
+    `self_improve_logps.png`: summed log π of the iterations' chosen and rejected samples (point 0:
+    under π_0, before the first update; point t: after update t). Mean and 95 % interval."""
+    labels = [", ".join(f"{k}={v:g}" for k, v in s.items()) for s in settings]
+
+    def curves(metric, first=None):
+        return {
+            f"{name} {label}".strip(): _with_first(h[metric], h.get(first))[i * run.seeds : (i + 1) * run.seeds]
+            for name, h in histories.items() for i, label in enumerate(labels)
+        }  # fmt: skip
+
     iterations = np.arange(next(iter(histories.values()))["eval/greedy_accuracy"].shape[1])
-    plots.plot_interval_panels(
-        iterations, panels, run.run_dir / "self_improve.png", xlabel="iteration", ylabel="held-out prompts",
-        title=f"{run.agent.task} {run.agent.task_size}: self-improvement, mean and 95% interval over {run.seeds} seeds",
-    )  # fmt: skip
+    title = f"{run.agent.task} {run.agent.task_size}, judge {run.agent.judge}: mean and 95% interval over {run.seeds} seeds"
+    accuracy = {"greedy exact match": curves("eval/greedy_accuracy"), "sampled exact match": curves("eval/sampled_accuracy"), "win rate vs iteration 0": curves("eval/win_rate_vs_initial")}
+    plots.plot_interval_panels(iterations, accuracy, run.run_dir / "self_improve.png", xlabel="iteration", ylabel="held-out prompts", title=title)
+    logps = {"log π(chosen)": curves("logps/chosen_after", "logps/chosen_before"), "log π(rejected)": curves("logps/rejected_after", "logps/rejected_before")}
+    plots.plot_interval_panels(iterations, logps, run.run_dir / "self_improve_logps.png", xlabel="iteration", ylabel="summed log-probability", title=title)
+
+
+def _with_first(values: np.ndarray, before: np.ndarray | None) -> np.ndarray:
+    """`values [M, 1 + T]` with column 0 replaced by `before[:, 1]` (π_0's, before update 1) when given."""
+    if before is None:
+        return values
+    return np.concatenate([before[:, 1:2], values[:, 1:]], axis=1)
