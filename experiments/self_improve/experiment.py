@@ -64,6 +64,7 @@ REPORTED = (
     "eval/greedy_accuracy", "eval/sampled_accuracy", "eval/win_rate_vs_initial", "eval/best_of_k_judge_accuracy",
     "eval/best_of_k_self_certainty_accuracy", "eval/pass_at_k", "samples/accuracy", "pairs/valid_fraction",
     "logps/chosen_before", "logps/chosen_after", "logps/rejected_before", "logps/rejected_after",
+    "reward_model/accuracy",
 )  # fmt: skip
 
 
@@ -122,15 +123,24 @@ def main(run: RunConfig) -> dict:
             initial_state=initial,
             after_iteration=_dataset_writer(run, name, config) if run.write_datasets else None,
         )
-        before = lambda k: initial_metrics.get(k, np.full(members, np.nan))  # noqa: E731  (iteration 0 has no update)
-        histories[name] = {k: np.concatenate([before(k)[:, None], v], 1) for k, v in result.history.items()}
+        histories[name] = _with_iteration_zero(initial_metrics, result.history)
         rows += _rows(name, settings, run.seeds, histories[name])
     summary = {"warm_start": warm_report, "seeds": run.seeds, "table": rows, "wall_s": round(time.perf_counter() - start, 1)}
     (run.run_dir / "results.json").write_text(json.dumps(summary, indent=1))
-    (run.run_dir / "results.md").write_text(markdown(rows) + "\n" + selection_markdown(rows))
+    report = markdown(rows) + "\n" + selection_markdown(rows) + reward_model_markdown(rows)
+    (run.run_dir / "results.md").write_text(report)
     plot(run, histories, settings)
-    print(markdown(rows) + "\n" + selection_markdown(rows), end="")
+    print(report, end="")
     return summary
+
+
+def _with_iteration_zero(initial: dict[str, np.ndarray], history: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`[M, 1 + T]` per metric: column 0 from before the first update (NaN for update metrics),
+    then the iterations' (NaN for what only iteration 0 has, e.g. the reward model's accuracy)."""
+    members, iterations = next(iter(history.values())).shape
+    column = lambda k: initial.get(k, np.full(members, np.nan))[:, None]  # noqa: E731
+    rest = lambda k: history.get(k, np.full((members, iterations), np.nan))  # noqa: E731
+    return {k: np.concatenate([column(k), rest(k)], 1) for k in {*initial, *history}}
 
 
 def _learning_rates(hparams: SelfImproveHyperparams) -> dict[str, float]:
@@ -177,11 +187,11 @@ def warm_start(run: RunConfig, agent: SelfImprove) -> tuple[Any, dict]:
 
 def _begin(trainer: loop.Trainer, hparams, warm):
     """π_ref := the warm-started policy (and the reward model, if judged by one); its evaluation
-    as iteration 0 (`[M]` per metric)."""
+    as iteration 0, with `begin`'s metrics (the reward model's), `[M]` each."""
     agent = trainer.agent
-    state, _ = jax.jit(jax.vmap(agent.begin))(hparams, warm)
+    state, begun = jax.jit(jax.vmap(agent.begin))(hparams, warm)
     metrics = jax.jit(jax.vmap(agent.evaluate))(hparams, state)
-    return state, {k: np.asarray(v) for k, v in metrics.items()}
+    return state, {k: np.asarray(v) for k, v in {**metrics, **begun}.items()}
 
 
 def _dataset_writer(run: RunConfig, name: str, config: SelfImproveConfig):
@@ -261,6 +271,12 @@ def selection_markdown(rows: list[dict[str, Any]]) -> str:
         cells = [format_interval(r[f"eval/{m}"], 3) for m in ("greedy_accuracy", "sampled_accuracy", "best_of_k_judge_accuracy", "best_of_k_self_certainty_accuracy", "pass_at_k")]
         lines.append(f"| {r['method']} | {r['setting'] or '-'} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def reward_model_markdown(rows: list[dict[str, Any]]) -> str:
+    """The reward model's held-out ranking accuracy per method run (empty unless the judge is one)."""
+    cells = [f"{r['method']} {format_interval(r['reward_model/accuracy'], 3)}" for r in rows if r["iteration"] == 0 and r.get("reward_model/accuracy", {}).get("n")]
+    return f"\nReward model, accuracy on held-out pairs of π_0's samples whose digit accuracies differ: {'; '.join(cells)}\n" if cells else ""
 
 
 def plot(run: RunConfig, histories: dict[str, dict[str, np.ndarray]], settings) -> None:

@@ -39,9 +39,10 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from jaxrl_si import losses, nets, preferences, sequence
+from jaxrl_si import nets, preferences, sequence
 from jaxrl_si.agents import sequence_methods as methods
 from jaxrl_si.agents.sequence_methods import Judged, PairRows, SequenceRows
+from jaxrl_si.agents.sequence_reward_model import fit_reward_model
 from jaxrl_si.errors import ConfigError, check_known_keys
 from jaxrl_si.layout import Constrain, unconstrained
 
@@ -225,9 +226,9 @@ class SelfImprove:
         def step(state, _):
             key = _key(state.key, WARM_STREAM, state.warm_start_steps)
             problems = self.constrain(self.config.task_spec.sample(key, self.config.warm_start_batch))
-            rows = _supervised_rows(problems)
+            rows = methods.supervised_rows(problems)
             optimizer = _optimizer(hparams, hparams.warm_start_learning_rate)
-            params, opt_state, loss = _descend(self.config.model, "sft", optimizer, hparams, state.params, state.opt_state, rows)
+            params, opt_state, loss = methods.descend(self.config.model, "sft", optimizer, hparams, state.params, state.opt_state, rows)
             moved = state.replace(params=params, opt_state=opt_state, warm_start_steps=state.warm_start_steps + 1)
             return jax.tree.map(lambda a, b: jnp.where(active, a, b), moved, state), loss
 
@@ -313,9 +314,9 @@ class SelfImprove:
         logps = lambda p, prompts, valid, y, m: nets.token_logps(p, c.model, prompts, valid, y, m)  # noqa: E731
         if c.method == "sft":
             problems = c.task_spec.sample(key, c.rows)
-            return _supervised_rows(problems)
+            return methods.supervised_rows(problems)
         if c.method in methods.PAIRWISE:
-            sides = [_side(judged, judged.chosen), _side(judged, judged.rejected)]
+            sides = [methods.sample_rows(judged, judged.chosen), methods.sample_rows(judged, judged.rejected)]
             summed = lambda p, s: jnp.sum(logps(p, s.prompts, s.prompt_valid, s.responses, s.mask), -1)  # noqa: E731
             prev = jnp.stack([summed(state.params, s) for s in sides], -1)
             ref = jnp.stack([summed(ref_params, s) for s in sides], -1) if methods.uses_reference(c.method, c.reference) else prev
@@ -341,7 +342,7 @@ class SelfImprove:
         def step(carry, index):
             params, opt_state = carry
             batch = self.constrain(jax.tree.map(lambda x: x[index], rows))
-            params, opt_state, loss = _descend(c.model, c.method, _optimizer(hparams), hparams, params, opt_state, batch)
+            params, opt_state, loss = methods.descend(c.model, c.method, _optimizer(hparams), hparams, params, opt_state, batch)
             return (params, opt_state), loss
 
         (params, opt_state), loss = jax.lax.scan(step, (params, opt_state), batches)
@@ -349,7 +350,7 @@ class SelfImprove:
 
     def _pair_logps(self, params, judged: Judged) -> Float[Array, "P 2"]:
         """Summed log π of each prompt's chosen and rejected sample."""
-        sides = [_side(judged, judged.chosen), _side(judged, judged.rejected)]
+        sides = [methods.sample_rows(judged, judged.chosen), methods.sample_rows(judged, judged.rejected)]
         return jnp.stack([jnp.sum(nets.token_logps(params, self.config.model, s.prompts, s.prompt_valid, s.responses, s.mask), -1) for s in sides], -1)
 
     # --- evaluation ------------------------------------------------------------------------------
@@ -389,51 +390,19 @@ class SelfImprove:
         return nets.self_certainty(params, self.config.model, prompts, valid, samples.tokens, samples.mask)
 
     def _train_reward_model(self, hparams, state: SelfImproveState) -> tuple[SelfImproveState, dict[str, Array]]:
-        """Bradley-Terry reward model on pairs of π_0's samples labelled by the "bt" annotator
-        (`bradley_terry_loss`, InstructGPT Eq. 1): two random samples of one prompt per row.
-        `reward_model/accuracy`: on held-out pairs whose digit accuracies differ, how often the
-        model ranks the more accurate response higher (0.5 is chance)."""
+        """The Bradley-Terry reward model fitted to "bt" labels of π_0's samples
+        (`sequence_reward_model.fit_reward_model`); metrics `reward_model/loss`, `/accuracy`."""
         c = self.config
-        key = _key(state.key, REWARD_STREAM, 0)
-        key_prompt, key_sample, key_steps, key_held = jax.random.split(key, 4)
+        key_prompt, key_sample, key_steps, key_held_out = jax.random.split(_key(state.key, REWARD_STREAM, 0), 4)
         problems = c.task_spec.sample(key_prompt, c.reward_model_prompts)
         samples = self._sample(state.params, problems, key_sample, temperature=c.temperature, copies=c.samples_per_prompt)
         grouped = jax.tree.map(lambda x: x.reshape(c.reward_model_prompts, c.samples_per_prompt, *x.shape[1:]), samples)
-        optimizer = optax.chain(optax.clip_by_global_norm(hparams.max_grad_norm), optax.adam(hparams.reward_model_learning_rate))
-
-        def pairs(key, n):
-            """`n` pairs of random samples of random prompts, labelled by the annotator: (problems,
-            chosen side, rejected side) and the digit-accuracy gap of chosen over rejected."""
-            key_rows, key_i, key_j, key_label = jax.random.split(key, 4)
-            rows = jax.random.randint(key_rows, (n,), 0, c.reward_model_prompts)
-            i = jax.random.randint(key_i, (n,), 0, c.samples_per_prompt)
-            j = (i + jax.random.randint(key_j, (n,), 1, c.samples_per_prompt)) % c.samples_per_prompt
-            take = lambda x, s: x[rows, s]  # noqa: E731
-            sub = jax.tree.map(lambda x: x[rows], problems)
-            traj = lambda s: sequence.response_trajectories(take(grouped.tokens, s), take(grouped.mask, s), sub.answers)  # noqa: E731
-            first_wins = preferences.sample_preferences(sequence.response_oracle("bt"), key_label, traj(i), traj(j)) > 0.5
-            chosen, rejected = jnp.where(first_wins, i, j), jnp.where(first_wins, j, i)
-            gap = traj(chosen).returns - traj(rejected).returns
-            return sub, (take(grouped.tokens, chosen), take(grouped.mask, chosen)), (take(grouped.tokens, rejected), take(grouped.mask, rejected)), gap
-
-        def margin(params, batch):
-            sub, (yc, mc), (yr, mr), _ = batch
-            score = lambda y, m: nets.sequence_scores(params, c.model, sub.prompts, sub.prompt_valid, y, m)  # noqa: E731
-            return score(yc, mc) - score(yr, mr)
-
-        def step(carry, key):
-            params, opt_state = carry
-            batch = self.constrain(pairs(key, c.prompts_per_iteration))
-            loss, grads = jax.value_and_grad(lambda p: losses.bradley_terry_loss(margin(p, batch), jnp.zeros(c.prompts_per_iteration)).mean())(params)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), loss
-
-        (reward_params, _), loss = jax.lax.scan(step, (state.reward_params, optimizer.init(state.reward_params)), jax.random.split(key_steps, c.reward_model_steps))
-        held_out = pairs(key_held, c.reward_model_prompts)
-        decided = held_out[-1] != 0  # pairs whose digit accuracies differ
-        agrees = (margin(reward_params, held_out) > 0) == (held_out[-1] > 0)
-        accuracy = jnp.sum(decided & agrees) / jnp.maximum(decided.sum(), 1)
-        return state.replace(reward_params=reward_params), {"reward_model/loss": loss[-1], "reward_model/accuracy": accuracy}
+        reward_params, metrics = fit_reward_model(
+            c.model, state.reward_params, problems, grouped.tokens, grouped.mask, key_steps, key_held_out,
+            learning_rate=hparams.reward_model_learning_rate, max_grad_norm=hparams.max_grad_norm,
+            steps=c.reward_model_steps, batch_size=c.prompts_per_iteration, constrain=self.constrain,
+        )  # fmt: skip
+        return state.replace(reward_params=reward_params), metrics
 
 
 def _key(key: PRNGKeyArray, stream: int, counter: Array) -> PRNGKeyArray:
@@ -445,38 +414,6 @@ def _optimizer(hparams: SelfImproveHyperparams, learning_rate=None) -> optax.Gra
     """Adam after a global-norm clip, from traced hyperparameters."""
     rate = hparams.learning_rate if learning_rate is None else learning_rate
     return optax.chain(optax.clip_by_global_norm(hparams.max_grad_norm), optax.adam(rate))
-
-
-def _side(judged: Judged, index) -> SequenceRows:
-    """One sample per prompt (`index [P]`) as sequence rows (log-probs and weights filled later)."""
-    responses, mask = methods.take_sample(judged.responses, index), methods.take_sample(judged.response_mask, index)
-    zeros = jnp.zeros(responses.shape, jnp.float32)
-    return SequenceRows(judged.prompts, judged.prompt_valid, responses, mask, zeros, zeros, zeros[:, 0], zeros[:, 0] + 1.0)
-
-
-def _supervised_rows(problems: sequence.Problems) -> SequenceRows:
-    """Ground-truth answers + EOS as sequence rows (the NLL of `sft` and of the warm start)."""
-    responses, mask = sequence.supervised_targets(problems)
-    zeros = jnp.zeros(responses.shape, jnp.float32)
-    return SequenceRows(problems.prompts, problems.prompt_valid, responses, mask, zeros, zeros, zeros[:, 0], zeros[:, 0] + 1.0)
-
-
-def _descend(model: nets.TransformerConfig, method: str, optimizer, hparams, params, opt_state, rows: PairRows | SequenceRows):
-    """One Adam step on `method`'s weighted mean loss over `rows`; `(params, opt_state, loss)`."""
-
-    def loss_fn(params):
-        if isinstance(rows, PairRows):
-            both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), rows.chosen, rows.rejected)
-            summed = jnp.sum(nets.token_logps(params, model, both.prompts, both.prompt_valid, both.responses, both.mask), -1)
-            logps = summed.reshape(2, -1).T
-            per_row = methods.pair_loss(method, hparams, logps, rows, rows.chosen.mask.sum(-1).astype(jnp.float32))
-            return methods.weighted_mean(per_row, rows.chosen.weights)
-        token_logps = nets.token_logps(params, model, rows.prompts, rows.prompt_valid, rows.responses, rows.mask)
-        return methods.weighted_mean(methods.sequence_loss(method, hparams, token_logps, rows), rows.weights)
-
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
 
 
 def _logp_metrics(before: Float[Array, "P 2"], after: Float[Array, "P 2"], valid) -> dict[str, Array]:

@@ -32,10 +32,12 @@ control. All the maths is in `jaxrl_si.losses`; this module chooses the inputs:
 from __future__ import annotations
 
 import flax.struct
+import jax
 import jax.numpy as jnp
+import optax
 from jaxtyping import Array, Bool, Float, Int
 
-from jaxrl_si import losses
+from jaxrl_si import losses, nets, sequence
 
 PAIRWISE = ("dpo", "ipo", "inpo", "sppo")
 POLICY_GRADIENT = ("rloo", "grpo", "loop")
@@ -160,3 +162,35 @@ def sequence_loss(method: str, hparams, token_logps: Float[Array, "R N"], rows: 
 def uses_reference(method: str, reference: str) -> bool:
     """Whether the method reads log π_ref (so the iteration computes it)."""
     return method in ("dpo", "ipo", "inpo", "rloo", "grpo") and not (method in ("dpo", "ipo") and reference == "previous")
+
+
+def sample_rows(judged: Judged, index) -> SequenceRows:
+    """One sample per prompt (`index [P]`) as sequence rows (log-probs and weights filled later)."""
+    responses, mask = take_sample(judged.responses, index), take_sample(judged.response_mask, index)
+    zeros = jnp.zeros(responses.shape, jnp.float32)
+    return SequenceRows(judged.prompts, judged.prompt_valid, responses, mask, zeros, zeros, zeros[:, 0], zeros[:, 0] + 1.0)
+
+
+def supervised_rows(problems: sequence.Problems) -> SequenceRows:
+    """Ground-truth answers + EOS as sequence rows (the NLL of `sft` and of the warm start)."""
+    responses, mask = sequence.supervised_targets(problems)
+    zeros = jnp.zeros(responses.shape, jnp.float32)
+    return SequenceRows(problems.prompts, problems.prompt_valid, responses, mask, zeros, zeros, zeros[:, 0], zeros[:, 0] + 1.0)
+
+
+def descend(model: nets.TransformerConfig, method: str, optimizer, hparams, params, opt_state, rows: PairRows | SequenceRows):
+    """One Adam step on `method`'s weighted mean loss over `rows`; `(params, opt_state, loss)`."""
+
+    def loss_fn(params):
+        if isinstance(rows, PairRows):
+            both = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), rows.chosen, rows.rejected)
+            summed = jnp.sum(nets.token_logps(params, model, both.prompts, both.prompt_valid, both.responses, both.mask), -1)
+            logps = summed.reshape(2, -1).T
+            per_row = pair_loss(method, hparams, logps, rows, rows.chosen.mask.sum(-1).astype(jnp.float32))
+            return weighted_mean(per_row, rows.chosen.weights)
+        token_logps = nets.token_logps(params, model, rows.prompts, rows.prompt_valid, rows.responses, rows.mask)
+        return weighted_mean(sequence_loss(method, hparams, token_logps, rows), rows.weights)
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
