@@ -74,6 +74,7 @@ def test_a_second_fresh_run_into_the_same_directory_is_refused(finished, capsys)
         (["--seeds", "0"], "--seeds must be >= 1"),
         (["--target-accuracy", "1.5"], "--target-accuracy"),
         (["--agent.samples-per-prompt", "1"], "samples_per_prompt must be >= 2"),
+        (["--warm-start-dir", "/nonexistent/warm_start"], "holds no warm start"),
     ],
 )
 def test_mistakes_are_one_line(args, words, capsys, tmp_path):

@@ -163,6 +163,8 @@ def warm_start(run: RunConfig, agent: SelfImprove) -> tuple[Any, dict]:
     shaping = {k: v for k, v in dataclasses.asdict(run.agent).items() if k not in _NOT_IN_WARM_START}
     config = {"agent": checkpoint.json_value(shaping, stringify=True), "target": run.target_accuracy, "chunk": run.warm_start_chunk, "seeds": run.seeds, "seed": run.seed, "hparams": _learning_rates(run.hparams)}
     reuse = run.warm_start_dir is not None
+    if reuse and not any(run.warm_start_dir.glob("[0-9]*")):  # Orbax step directories
+        raise ConfigError(f"--warm-start-dir {run.warm_start_dir} holds no warm start (point it at an earlier run's <run-dir>/warm_start)")
     with checkpoint.Checkpointer(run.warm_start_dir if reuse else run.run_dir / "warm_start", max_to_keep=1, async_save=False) as saver:
         state = init(hparams, keys)
         if saver.latest_step() is not None and not (run.resume or reuse):
