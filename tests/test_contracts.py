@@ -11,8 +11,11 @@ from jaxtyping import Array, Float, TypeCheckError
 
 from jaxrl_si import _checks, _contracts, losses
 from jaxrl_si.losses import (
+    augment,
     awr_loss,
     awr_weights,
+    categorical_double_q_loss,
+    categorical_support,
     clipped_value_loss,
     cpl_loss,
     dpo_loss,
@@ -21,10 +24,12 @@ from jaxrl_si.losses import (
     grpo_advantages,
     grpo_loss,
     inpo_loss,
+    intensity_jitter,
     iql_value_loss,
     ipo_loss,
     lambda_returns,
     loop_loss,
+    n_step_returns,
     normalize_advantages,
     ppo_clip_loss,
     preference_metrics,
@@ -35,6 +40,8 @@ V = jnp.array([-1.0, -2.0, -0.5])
 SEQ = jnp.array([[-1.0, -0.5, -2.0], [-0.3, -0.2, -0.1]])  # [B=2, T=3]
 MASK = jnp.array([[True, True, False], [True, True, True]])
 FLAGS = jnp.array([False, True, False])
+NEXT_LOGITS = jnp.stack([SEQ, SEQ[::-1]], axis=1)  # [B=2, A=2, N=3]
+IMAGES = jnp.ones((2, 4, 4, 1))
 
 
 def _public_losses():
@@ -82,6 +89,19 @@ HYPERPARAMETERS = {
     "awr_weights/max_weight": (1, lambda h: awr_weights(V, inverse_temperature=3.0, max_weight=h)),
     "awr_loss/inverse_temperature": (1, lambda h: awr_loss(V, V[::-1], inverse_temperature=h)),
     "awr_loss/max_weight": (1, lambda h: awr_loss(V, V[::-1], inverse_temperature=3.0, max_weight=h)),
+    "n_step_returns/gamma": (1, lambda h: n_step_returns(SEQ, MASK, gamma=h)[0]),
+    "categorical_support/v_min": (-1, lambda h: categorical_support(3, h, 1.0)),
+    "categorical_support/v_max": (1, lambda h: categorical_support(3, -1.0, h)),
+    "categorical_double_q_loss/v_min": (
+        -1,
+        lambda h: categorical_double_q_loss(SEQ, NEXT_LOGITS, NEXT_LOGITS, V[:2], jnp.array([0.9, 0.0]), v_min=h, v_max=1.0),
+    ),
+    "categorical_double_q_loss/v_max": (
+        1,
+        lambda h: categorical_double_q_loss(SEQ, NEXT_LOGITS, NEXT_LOGITS, V[:2], jnp.array([0.9, 0.0]), v_min=-1.0, v_max=h),
+    ),
+    "intensity_jitter/scale": (1, lambda h: intensity_jitter(jax.random.key(0), IMAGES, scale=h)),
+    "augment/intensity_scale": (1, lambda h: augment(jax.random.key(0), IMAGES, pad=1, intensity_scale=h)),
 }
 
 EAGER_FORMS = {

@@ -1,6 +1,19 @@
 """Pure loss functions: per-example outputs, arrays positional, hyperparameters keyword-only."""
 
-from jaxrl_si.losses.iql import awr_loss, awr_weights, expectile_loss, iql_critic_loss, iql_value_loss
+from jaxrl_si.losses.distributional import (
+    categorical_double_q_loss,
+    categorical_l2_project,
+    categorical_q_values,
+    categorical_support,
+    n_step_returns,
+)
+from jaxrl_si.losses.iql import (
+    awr_loss,
+    awr_weights,
+    expectile_loss,
+    iql_critic_loss,
+    iql_value_loss,
+)
 from jaxrl_si.losses.policy_gradient import (
     categorical_entropy,
     clipped_value_loss,
@@ -26,12 +39,24 @@ from jaxrl_si.losses.preference import (
     sppo_loss,
 )
 from jaxrl_si.losses.returns import gae_advantages, lambda_returns
+from jaxrl_si.losses.spr import (
+    augment,
+    intensity_jitter,
+    random_shift,
+    spr_cosine,
+    spr_loss,
+)
 
 __all__ = [
+    "augment",
     "awr_loss",
     "awr_weights",
     "bradley_terry_loss",
+    "categorical_double_q_loss",
     "categorical_entropy",
+    "categorical_l2_project",
+    "categorical_q_values",
+    "categorical_support",
     "clipped_value_loss",
     "cpl_loss",
     "dpo_loss",
@@ -41,6 +66,7 @@ __all__ = [
     "grpo_advantages",
     "grpo_loss",
     "inpo_loss",
+    "intensity_jitter",
     "ipo_loss",
     "iql_critic_loss",
     "iql_value_loss",
@@ -48,11 +74,15 @@ __all__ = [
     "lambda_returns",
     "loop_advantages",
     "loop_loss",
+    "n_step_returns",
     "normalize_advantages",
     "ppo_clip_loss",
     "preference_metrics",
+    "random_shift",
     "reinforce_loss",
     "rloo_advantages",
     "sppo_loss",
+    "spr_cosine",
+    "spr_loss",
     "value_loss",
 ]
