@@ -1,6 +1,7 @@
 """SPR: the replay buffer (frames once, stacks as views, priorities), the network's two conv lowerings
 and noisy layers, a learning check on an image probe, the host-driven pieces, and bad input."""
 
+import dataclasses
 import functools
 
 import jax
@@ -122,13 +123,18 @@ PROBE = SPRConfig(
 )  # fmt: skip
 
 
-def test_spr_learns_to_act_on_what_it_sees():
+@pytest.mark.parametrize("arm", ["spr", "no_spr_no_aug"])
+def test_spr_learns_to_act_on_what_it_sees(arm):
     """Reward 1 iff the action matches the image's sign (random: 0.5): the evaluation policy gets it right."""
-    agent = SPR.build(PROBE, base_env=ImageObservation(ObservationActionEnv()))
+    config = PROBE if arm == "spr" else dataclasses.replace(PROBE, use_spr=False, augment=False)
+    agent = SPR.build(config, base_env=ImageObservation(ObservationActionEnv()))
     _, metrics = jax.jit(agent.train)(SPRHyperparams(learning_rate=1e-3), jax.random.key(0))
     assert float(metrics["eval/return"][-1]) > 0.95, metrics["eval/return"]
     assert float(metrics["eval/return"][0]) < 0.8  # it was not right from the start
-    np.testing.assert_array_equal(metrics["loss/spr"], 0.0)  # one-step episodes: every future latent is masked
+    if config.use_spr:
+        np.testing.assert_array_equal(metrics["loss/spr"], 0.0)  # one-step episodes: every future latent is masked
+    else:
+        assert "loss/spr" not in metrics
     batched_steps = range(1, PROBE.total_env_steps // PROBE.num_envs + 1)  # learning follows the step that reaches the start
     assert float(metrics["learn/gradient_steps"].sum()) == sum(PROBE.num_envs * k >= PROBE.learning_starts for k in batched_steps)
 

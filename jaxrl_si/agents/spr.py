@@ -31,8 +31,9 @@ continue (parameters, both target networks, optimiser, the replay buffer with it
 environments, the key, counters) is in `SPRState`, so a checkpoint per iteration resumes exactly.
 
 Host-side environments (Atari through ale-py) drive the same pieces from Python: `act`,
-`observe` (add one step to the buffer) and `learn` (the gradient steps), each jittable; build
-the agent with `spaces=(frame_shape, num_actions)` and no JAX environment.
+`observe` (add one step to the buffer), `learn` (the gradient steps, from
+`config.first_learning_step` on) and `end_episodes` (games cut by a restart), each jittable;
+build the agent with `spaces=(frame_shape, num_actions)` and no JAX environment.
 """
 
 from __future__ import annotations
@@ -150,6 +151,11 @@ class SPRConfig:
     def sequence_length(self) -> int:
         """Steps per sampled sequence: the stack's older frames, then max(n, K) steps and one more frame."""
         return self.frame_stack - 1 + max(self.n_step, self.spr_steps) + 1
+
+    @property
+    def first_learning_step(self) -> int:
+        """Env steps after which every batched step learns: `learning_starts`, or once each env's row holds a sequence."""
+        return max(self.learning_starts, self.num_envs * self.sequence_length)
 
     @property
     def replay_ratio(self) -> float:
@@ -339,6 +345,10 @@ class SPR:
         step = Step(frames.astype(jnp.uint8), actions.astype(jnp.int32), rewards.astype(jnp.float32), dones.astype(bool))
         return state.replace(replay=self.replay.add(state.replay, step), env_steps=state.env_steps + self.config.num_envs)
 
+    def end_episodes(self, state: SPRState) -> SPRState:
+        """Mark each env's newest stored step as an episode end (host envs restarted, e.g. after a resume)."""
+        return state.replace(replay=self.replay.end_episodes(state.replay))
+
     def learn(self, hparams: SPRHyperparams, state: SPRState) -> tuple[SPRState, dict[str, Array]]:
         """`updates_per_step` gradient steps; metrics averaged over them."""
         state, metrics = jax.lax.scan(
@@ -403,8 +413,7 @@ def _env_and_learn_step(agent: SPR, hparams: SPRHyperparams, state: SPRState, _)
     def wait(state):
         return state, {**jax.tree.map(jnp.zeros_like, _metrics_shape(agent, hparams, state)), "taken": jnp.zeros(())}
 
-    started = (state.env_steps >= agent.config.learning_starts) & agent.replay.can_sample(state.replay)
-    state, learned = jax.lax.cond(started, learn, wait, state)
+    state, learned = jax.lax.cond(state.env_steps >= agent.config.first_learning_step, learn, wait, state)
     return state, ({"episode_return": ts.info["episode_return"], "done": ts.done}, learned)
 
 

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
+from jaxrl_si.envs import strong_dtypes
 from jaxrl_si.errors import ConfigError
 
 PRIORITY_FLOOR = 1e-6  # added to every priority: a sequence with zero loss stays sampleable
@@ -109,8 +110,19 @@ class SequenceReplay:
         )
 
     def init(self, example: Step):
-        """An empty buffer for steps shaped like `example` (one step, no batch axis)."""
-        return self.buffer.init(example)
+        """An empty buffer for steps shaped like `example` (one step, no batch axis).
+
+        Strongly typed: flashbax leaves `max_recorded_priority` weakly typed until the first
+        `set_priorities`, which would compile a jitted caller twice.
+        """
+        return strong_dtypes(self.buffer.init(example))
+
+    def end_episodes(self, state):
+        """Set `done` on each env's newest stored step (no-op for an empty buffer): its episode was cut."""
+        newest = (state.current_index - 1) % self.rows_length
+        stored = state.is_full | (state.current_index > 0)
+        done = state.experience.done.at[:, newest].set(state.experience.done[:, newest] | stored)
+        return dataclasses.replace(state, experience=state.experience.replace(done=done))
 
     def add(self, state, steps: Step):
         """Append one step per environment (`steps` leaves `[num_envs, ...]`); new items get the max priority."""
