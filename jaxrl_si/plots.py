@@ -110,6 +110,7 @@ def plot_interval_panels(
     xlabel: str,
     ylabel: str,
     title: str = "",
+    sharey: bool = True,
 ) -> pathlib.Path:
     """One panel per group, one line per curve: the mean over seeds with a 95 % Student-t band.
 
@@ -120,7 +121,7 @@ def plot_interval_panels(
     from scipy import stats
 
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 1, 3.8), dpi=120, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 1, 3.8), dpi=120, sharey=sharey, squeeze=False)
     names = list(dict.fromkeys(name for curves in panels.values() for name in curves))
     colors = plt.get_cmap("tab10")
     for ax, (panel, curves) in zip(axes[0], panels.items(), strict=True):
