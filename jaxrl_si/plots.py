@@ -176,6 +176,37 @@ def plot_win_rate_matrices(matrices: Mapping[str, np.ndarray], path: str | pathl
     return _save(fig, path)
 
 
+def plot_interval_bars(
+    panels: Mapping[str, Mapping[str, Mapping[str, float | None]]],
+    path: str | pathlib.Path,
+    *,
+    ylabel: str,
+    title: str = "",
+) -> pathlib.Path:
+    """One panel per group, one bar per name: a mean with its interval (`experiments.report.mean_interval` cells).
+
+    Args:
+      panels: panel title -> bar name -> `{"mean", "low", "high"}` (None: no bar, or no error bar).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels) + 1, 3.6), dpi=120, squeeze=False)
+    names = list(dict.fromkeys(name for bars in panels.values() for name in bars))
+    colors = plt.get_cmap("tab10")
+    for ax, (panel, bars) in zip(axes[0], panels.items(), strict=True):
+        for index, (name, cell) in enumerate(bars.items()):
+            if cell["mean"] is None:
+                continue
+            error = None if cell["low"] is None else [[cell["mean"] - cell["low"]], [cell["high"] - cell["mean"]]]
+            ax.bar(index, cell["mean"], yerr=error, capsize=3, color=colors(names.index(name) % 10), label=name)
+        ax.set_xticks(range(len(bars)), list(bars), rotation=30, ha="right", fontsize=8)
+        ax.set_title(panel, fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _finish(fig, ax, path, *, xlabel: str, ylabel: str, title: str = "") -> pathlib.Path:
     """Labels, grid and legend on a line plot, then save it."""
     ax.set_xlabel(xlabel)

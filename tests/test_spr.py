@@ -150,6 +150,8 @@ def test_host_driven_pieces_observe_learn_and_act():
     for t in range(12):
         state = observe(state, frames[t], jnp.full((2,), t % 3), jnp.ones((2,)), jnp.full((2,), t == 5))
     assert int(state.env_steps) == 24
+    with pytest.raises(ValueError, match=r"frames must have shape \(2, 8, 8, 1\), got \(2, 8, 4, 1\)"):
+        agent.observe(state, frames[0][:, :, :4], jnp.zeros((2,)), jnp.zeros((2,)), jnp.zeros((2,), bool))
     state, metrics = jax.jit(agent.learn)(hparams, state)
     assert int(state.grad_steps) == config.updates_per_step and all(np.isfinite(float(v)) for v in metrics.values())
     obs = jax.random.randint(jax.random.key(3), (64, 8, 8, 4), 0, 255).astype(jnp.uint8)

@@ -32,7 +32,7 @@ def _run(run_dir, *args) -> None:
 def test_artifacts_and_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     _run(whole, *TINY)
-    for name in ("config.json", "results.json", "results.md", "eval.png", "cosine.png"):
+    for name in ("config.json", "results.json", "results.md", "eval.png", "cosine.png", "final.png"):
         assert (whole / name).stat().st_size > 0, name
     for arm in ARMS:
         for name in ("metrics.jsonl", "table.csv", "arm_config.json", "curves.png"):

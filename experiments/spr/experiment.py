@@ -21,8 +21,9 @@ of a member is `eval/return`: after every update, `eval_envs` fresh environments
 `eval_steps` steps with ε = 0.001 and no noise (the paper's evaluation policy), averaged over
 the last `final_window` updates. Writes to `--run-dir`: `results.json` and `results.md` (per
 game and arm: mean and 95 % t-interval over seeds; SPR's final cosine similarity), `eval.png`
-(evaluation return against env steps, one panel per game), `cosine.png` (the SPR cosine
-similarity over training). A mistake in the flags is one line on stderr and exit status 2.
+(evaluation return against env steps, one panel per game), `final.png` (the final evaluation
+return per game and arm, bars with intervals), `cosine.png` (the SPR cosine similarity over
+training). A mistake in the flags is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -163,6 +164,11 @@ def _summarise(run: RunConfig, histories) -> dict:
                 env_steps, panels, run.run_dir / name, xlabel="env steps", ylabel=label, sharey=False,
                 title=f"{label}: mean and 95 % interval over {run.seeds} seeds",
             )  # fmt: skip
+    plots.plot_interval_bars(
+        {game: {row["arm"]: row["eval_return"] for row in rows if row["game"] == game} for game in run.games},
+        run.run_dir / "final.png", ylabel="final evaluation return",
+        title=f"mean of the last {run.final_window} evaluations, 95 % interval over {run.seeds} seeds",
+    )  # fmt: skip
     return summary
 
 

@@ -342,6 +342,8 @@ class SPR:
 
     def observe(self, state: SPRState, frames: Array, actions: Array, rewards: Array, dones: Array) -> SPRState:
         """Add one step per env to the buffer (`frames [num_envs, *frame_shape]`: the newest frame acted on)."""
+        if tuple(frames.shape) != (self.config.num_envs, *self.frame_shape):
+            raise ValueError(f"frames must have shape {(self.config.num_envs, *self.frame_shape)}, got {tuple(frames.shape)}.")
         step = Step(frames.astype(jnp.uint8), actions.astype(jnp.int32), rewards.astype(jnp.float32), dones.astype(bool))
         return state.replace(replay=self.replay.add(state.replay, step), env_steps=state.env_steps + self.config.num_envs)
 
