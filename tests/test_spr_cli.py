@@ -17,6 +17,7 @@ TINY = [
     "--config.total-env-steps", "800", "--config.steps-per-update", "25", "--config.learning-starts", "200",
     "--config.hidden", "16", "--config.eval-steps", "20", "--config.eval-envs", "4", "--final-window", "2",
 ]  # fmt: skip
+FAST_COMPILE = cpu_devices_env(1, xla_flags="--xla_backend_optimization_level=0")  # compile time dominates these runs
 ARMS = ("spr",)  # the other arms differ by static switches, run in tests/test_spr.py
 
 
@@ -25,7 +26,7 @@ def _cli(run_dir, *args) -> list[str]:
 
 
 def _run(run_dir, *args) -> None:
-    out = subprocess.run(_cli(run_dir, *args), capture_output=True, text=True, env=cpu_devices_env(1), timeout=600)
+    out = subprocess.run(_cli(run_dir, *args), capture_output=True, text=True, env=FAST_COMPILE, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
 
 
@@ -42,7 +43,7 @@ def test_artifacts_and_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path)
     assert results["table"][0]["spr_cosine"]["n"] == 1 and 0 < results["table"][0]["spr_cosine"]["mean"] <= 1
     assert results["env_steps_per_member"] == 800
 
-    process = subprocess.Popen(_cli(killed, *TINY), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cpu_devices_env(1))
+    process = subprocess.Popen(_cli(killed, *TINY), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=FAST_COMPILE)
     deadline = time.monotonic() + 300
     while not (killed / "Breakout-MinAtar" / "spr" / "checkpoints" / "2").is_dir():
         assert process.poll() is None, "the run ended before it could be killed"
