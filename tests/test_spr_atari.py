@@ -62,14 +62,14 @@ def _snapshot(directory) -> dict:
 def test_the_checkpoint_restores_bitwise_as_saved(stopped_run):
     import tyro
 
-    from experiments.spr import atari
+    from experiments.spr import atari, host_loop
     from jaxrl_si import checkpoint as ckpt
     from jaxrl_si.agents.spr import SPR
 
     run = tyro.cli(atari.RunConfig, args=[*TINY, "--run-dir", str(stopped_run), "--resume"])
-    programs = atari.SeedPrograms(SPR.build(run.config, spaces=(atari.FRAME_SHAPE, 6)))  # Pong: 6 actions
+    programs = host_loop.SeedPrograms(SPR.build(run.config, spaces=(host_loop.FRAME_SHAPE, 6)))  # Pong: 6 actions
     with ckpt.Checkpointer(stopped_run / "Pong" / "checkpoints", async_save=False) as saver:
-        state, progress, history = atari.restore_latest(run, "Pong", programs, saver)
+        state, progress, history = host_loop.restore_latest(run, "Pong", programs, saver)
     # The saving process hashed every bit of every leaf of the state in its memory (the one it went on with).
     meta = json.loads((stopped_run / "Pong" / "checkpoints" / "1" / "meta" / "metadata").read_text())
     assert ckpt.state_digest(state) == meta["state_digest"]
