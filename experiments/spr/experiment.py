@@ -157,7 +157,8 @@ def _summarise(run: RunConfig, histories) -> dict:
     (run.run_dir / "results.md").write_text(_markdown(rows))
     for metric, name, label in (("eval/return", "eval.png", "evaluation return"), ("spr/cosine", "cosine.png", "SPR cosine")):
         panels = {
-            game: {arm: histories[game, arm][metric] for arm in run.arms if metric in histories[game, arm]} for game in run.games
+            game: {arm: _learning(histories[game, arm], metric) for arm in run.arms if metric in histories[game, arm]}
+            for game in run.games
         }
         if any(panels.values()):
             plots.plot_interval_panels(
@@ -170,6 +171,14 @@ def _summarise(run: RunConfig, histories) -> dict:
         title=f"mean of the last {run.final_window} evaluations, 95 % interval over {run.seeds} seeds",
     )  # fmt: skip
     return summary
+
+
+def _learning(history: dict[str, np.ndarray], metric: str) -> np.ndarray:
+    """`[M, updates]` values of `metric`; a learning metric is NaN in updates before learning started."""
+    values = np.asarray(history[metric], np.float64)
+    if metric.startswith(("loss/", "spr/")):
+        values = np.where(history["learn/gradient_steps"] > 0, values, np.nan)
+    return values
 
 
 def _markdown(rows: list[dict]) -> str:

@@ -303,7 +303,7 @@ class SPR:
 
         Metrics: `episode/return` and `episode/count` (training episodes that ended, ε-greedy with
         noise), the loss parts averaged over the gradient steps taken (`loss/c51`, `loss/spr`,
-        `loss/total`), `spr/cosine` (mean cosine of predicted and target latents, unmasked steps),
+        `loss/total`; 0 in an update before learning starts, see `learn/gradient_steps`), `spr/cosine` (mean cosine of predicted and target latents, unmasked steps),
         `q/mean`, `optim/grad_norm`, `optim/learning_rate`, `explore/epsilon`, `replay/beta`,
         `learn/gradient_steps` taken in this update, and (when `eval_steps > 0`) `eval/return` and
         `eval/count` of `evaluate` after the update (ε = epsilon_eval, no noise: the paper's
