@@ -1,6 +1,6 @@
 """SPR against the same agent without the SPR loss, on MinAtar, every run one jitted program.
 
-    python -m experiments.spr                                        # 4 games x 3 arms x 6 seeds (CPU budget)
+    python -m experiments.spr                                        # 4 games x 4 arms x 6 seeds (CPU budget)
     python -m experiments.spr --games Breakout-MinAtar --arms spr no_spr --seeds 2
     python -m experiments.spr --config.total-env-steps 100000 --config.updates-per-step 2 --config.num-envs 1
     python -m experiments.spr --sweep "spr_weight=1,5"               # an ablation crossed with each arm
@@ -57,7 +57,7 @@ CPU_BUDGET = SPRConfig(
     hidden=128,
     shift_pad=1,  # 4 px of 84 is about 1 cell of 10
     eval_envs=8,
-    eval_steps=500,
+    eval_steps=2600,  # a Freeway-MinAtar episode is 2500 steps: shorter windows finish none of them
 )
 
 
@@ -66,7 +66,7 @@ class RunConfig:
     config: SPRConfig = CPU_BUDGET  # static settings shared by every game and arm (env is set per game)
     hparams: SPRHyperparams = SPRHyperparams()  # base hyperparameters; each arm sets target_momentum
     games: tuple[str, ...] = MINATAR_GAMES  # gymnax MinAtar ids
-    arms: tuple[str, ...] = ("spr", "no_spr", "no_spr_no_aug")  # see the module docstring
+    arms: tuple[str, ...] = ("spr", "spr_no_aug", "no_spr", "no_spr_no_aug")  # see the module docstring
     sweep: str = ""  # more axes crossed with every (game, arm), e.g. "spr_weight=1,5"
     seeds: int = 6  # seeds per setting (6 members divide 2 cores)
     seed: int = 0  # base PRNG seed
