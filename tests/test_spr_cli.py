@@ -17,7 +17,9 @@ TINY = [
     "--config.total-env-steps", "800", "--config.steps-per-update", "25", "--config.learning-starts", "200",
     "--config.hidden", "16", "--config.eval-steps", "20", "--config.eval-envs", "4", "--final-window", "2",
 ]  # fmt: skip
-FAST_COMPILE = cpu_devices_env(1, xla_flags="--xla_backend_optimization_level=0")  # compile time dominates these runs
+# Compile time dominates these runs: no LLVM optimisation, and the three runs (whole, killed, resumed)
+# share a persistent compilation cache, so that only the first compiles.
+FAST_COMPILE = cpu_devices_env(1, xla_flags="--xla_backend_optimization_level=0") | {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 ARMS = ("spr",)  # the other arms differ by static switches, run in tests/test_spr.py
 
 
@@ -25,8 +27,12 @@ def _cli(run_dir, *args) -> list[str]:
     return [sys.executable, "-m", "experiments.spr", *args, "--run-dir", str(run_dir)]
 
 
+def _env(run_dir) -> dict[str, str]:
+    return FAST_COMPILE | {"JAX_COMPILATION_CACHE_DIR": str(run_dir.parent / "xla_cache")}
+
+
 def _run(run_dir, *args) -> None:
-    out = subprocess.run(_cli(run_dir, *args), capture_output=True, text=True, env=FAST_COMPILE, timeout=600)
+    out = subprocess.run(_cli(run_dir, *args), capture_output=True, text=True, env=_env(run_dir), timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
 
 
@@ -43,7 +49,7 @@ def test_artifacts_and_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path)
     assert results["table"][0]["spr_cosine"]["n"] == 1 and 0 < results["table"][0]["spr_cosine"]["mean"] <= 1
     assert results["env_steps_per_member"] == 800
 
-    process = subprocess.Popen(_cli(killed, *TINY), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=FAST_COMPILE)
+    process = subprocess.Popen(_cli(killed, *TINY), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(killed))
     deadline = time.monotonic() + 300
     while not (killed / "Breakout-MinAtar" / "spr" / "checkpoints" / "2").is_dir():
         assert process.poll() is None, "the run ended before it could be killed"
