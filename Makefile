@@ -13,7 +13,7 @@ $(VENV)/.installed-base: pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed-base
-	$(PY) -m pip install --quiet -e ".[test,envs,playground,atari,analysis]"
+	$(PY) -m pip install --quiet -e ".[test,envs,playground,atari,analysis,d4rl]"
 	touch $@
 
 demo: $(VENV)/.installed-base

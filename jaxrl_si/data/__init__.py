@@ -5,7 +5,8 @@ on-device episode collection (`rollout`). Imported on use: `jaxrl_si.data.tables
 tables as TFDS `array_record` files, one version per snapshot; its `write_tables`,
 `read_tables` and `versions` are exported here and import it when first touched),
 `jaxrl_si.data.tfds_io` (`OfflineData` through `tables_io`), `jaxrl_si.data.public` (the CPL
-paper's MetaWorld files) and `jaxrl_si.data.generate` (datasets from the project's own PPO
+paper's MetaWorld files), `jaxrl_si.data.public_exploratory` (ExORL, D4RL and OGBench files for
+HILP) and `jaxrl_si.data.generate` (datasets from the project's own PPO
 policies).
 """
 
