@@ -6,6 +6,7 @@
 | `gymnax:`     | `gymnax:CartPole-v1`             | `params={...}` (EnvParams overrides), env kwargs |
 | `brax:`       | `brax:inverted_pendulum`         | `episode_length=1000`, brax env kwargs           |
 | `playground:` | `playground:CheetahRun`          | `episode_length` (config's), `config_overrides`  |
+| `maze:`       | `maze:medium`                    | `episode_length=500`, `task`, `step_size`, ...   |
 
 `make` returns a single environment with its time limit (truncation) but WITHOUT auto-reset;
 compose the rest with the wrappers, e.g. `wrap_for_training(make(...), num_envs)`. Backends
@@ -49,11 +50,19 @@ def _make_playground(name: str, *, episode_length: int | None = None, **kwargs) 
     return TimeLimit(env, env.episode_length if episode_length is None else episode_length)
 
 
+def _make_maze(name: str, *, episode_length: int | None = 500, **kwargs) -> Env:
+    from jaxrl_si.envs.maze import PointMaze
+
+    env = PointMaze(name, **kwargs)
+    return env if episode_length is None else TimeLimit(env, episode_length)
+
+
 _FACTORIES: dict[str, Callable[..., Env]] = {
     "probe": _make_probe,
     "gymnax": _make_gymnax,
     "brax": _make_brax,
     "playground": _make_playground,
+    "maze": _make_maze,
 }
 BACKENDS = tuple(_FACTORIES)
 
@@ -82,6 +91,10 @@ def env_names(backend: str) -> list[str]:
         from jaxrl_si.envs.brax_env import brax_env_names as names
     elif backend == "playground":
         from jaxrl_si.envs.playground_env import playground_env_names as names
+    elif backend == "maze":
+        from jaxrl_si.envs.maze import LAYOUTS
+
+        return sorted(LAYOUTS)
     else:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
     return names()

@@ -58,10 +58,20 @@ def expectile_loss(diff: Float[ArrayLike, "*B"], *, expectile: RealScalar) -> Fl
     Array([3., 4.], dtype=float32)
     """
     _checks.check_float_array("diff", diff)
-    _check_expectile(expectile)
     diff = jnp.asarray(diff)
-    weight = jnp.where(diff < 0, 1.0 - expectile, expectile)
-    return weight * jnp.square(diff)
+    return expectile_weight(diff, expectile=expectile) * jnp.square(diff)
+
+
+@contract
+def expectile_weight(sign_of: Float[ArrayLike, "*B"], *, expectile: RealScalar) -> Float[Array, "*B"]:
+    r"""|τ − 𝟙(u < 0)|: τ where `sign_of` ≥ 0, 1 − τ where it is negative (no gradient).
+
+    The weight of `expectile_loss`; HIQL and HILP weight one squared error by the sign of
+    another quantity (the target networks' advantage, `losses.hilbert.hilbert_value_loss`).
+    """
+    _checks.check_float_array("sign_of", sign_of)
+    _check_expectile(expectile)
+    return jnp.where(jax.lax.stop_gradient(jnp.asarray(sign_of)) < 0, 1.0 - expectile, expectile)
 
 
 @contract
