@@ -45,6 +45,7 @@ state_dependent_std=False)`) and its mean is used for evaluation (temperature 0)
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -213,6 +214,17 @@ def sample_batch(episodes: Episodes, key: PRNGKeyArray, batch_size: int, traject
     )
 
 
+def phi_loss(phi_net: nn.Module, phi_params, target_phi, batch: Batch, *, discount, expectile) -> tuple[Array, dict[str, Array]]:
+    """`hilbert_value_loss` of the twin φ (leaves `[2, ...]`) and its target on `batch`, averaged."""
+    twin = lambda params, obs: jax.vmap(phi_net.apply, in_axes=(0, None))(params, obs)
+    target_goal = twin(target_phi, batch.goal)
+    value = hilbert_value(twin(phi_params, batch.observation), twin(phi_params, batch.goal))
+    target_value = hilbert_value(twin(target_phi, batch.observation), target_goal)
+    next_target_value = hilbert_value(twin(target_phi, batch.next_observation), target_goal)
+    loss = hilbert_value_loss(value, target_value, next_target_value, batch.reached, discount=discount, expectile=expectile).mean()
+    return loss, {"loss/phi": loss, "phi/distance": -value.mean()}
+
+
 def polyak(params, target, rate):
     """target ← rate · params + (1 − rate) · target, leaf-wise."""
     return jax.tree.map(lambda p, t: rate * p + (1.0 - rate) * t, params, target)
@@ -259,9 +271,6 @@ class HILP:
         return parameter_count(jax.eval_shape(self.init, HILPHyperparams(), jax.random.key(0)).params)
 
     # ---- networks ----------------------------------------------------------------------------
-
-    def twin_phi(self, phi_params, obs: Array) -> Float[Array, "2 ... d"]:
-        return jax.vmap(self.phi_net.apply, in_axes=(0, None))(phi_params, obs)
 
     def represent(self, params: HILPParams, obs: Float[Array, "... D"]) -> Float[Array, "... d"]:
         """φ(s) the policy and the prompts read: the first twin's (`hilbert`, `random`), or s (`identity`)."""
@@ -319,13 +328,8 @@ class HILP:
         metrics = {}
         total = jnp.zeros((), jnp.float32)
         if self.config.representation == "hilbert":
-            phi_goal, target_goal = self.twin_phi(params.phi, batch.goal), self.twin_phi(state.target_phi, batch.goal)
-            value = hilbert_value(self.twin_phi(params.phi, batch.observation), phi_goal)
-            target_value = hilbert_value(self.twin_phi(state.target_phi, batch.observation), target_goal)
-            next_target_value = hilbert_value(self.twin_phi(state.target_phi, batch.next_observation), target_goal)
-            phi_loss = hilbert_value_loss(value, target_value, next_target_value, batch.reached, discount=hparams.discount, expectile=hparams.expectile).mean()
-            total += phi_loss
-            metrics.update({"loss/phi": phi_loss, "phi/value": value.mean(), "phi/distance": -value.mean()})
+            loss, metrics = phi_loss(self.phi_net, params.phi, state.target_phi, batch, discount=hparams.discount, expectile=hparams.expectile)
+            total += loss
         frozen = jax.lax.stop_gradient(params)
         reward = intrinsic_reward(self.represent(frozen, batch.observation), self.represent(frozen, batch.next_observation), latents)
         target_q = self.twin_critic(state.target_critic, batch.observation, batch.action, latents).min(0)
@@ -403,14 +407,8 @@ class HILP:
         env_state, ts = jax.vmap(self.env.reset_to_task)(jax.random.split(key_reset, tasks.shape[0]), tasks)
         latent_of = self._prompt(hparams, state, key_prompt, key_states, prompt, tasks)
 
-        def step(carry, key):
-            env_state, obs, returns, success = carry
-            action = self.act(state, obs, latent_of(obs))
-            env_state, ts = jax.vmap(self.env.step)(env_state, action, jax.random.split(key, tasks.shape[0]))
-            return (env_state, ts.obs, returns + ts.reward, success | ts.info["success"]), None
-
-        init = (env_state, ts.obs, jnp.zeros(tasks.shape), ts.info["success"])
-        (_, _, returns, success), _ = jax.lax.scan(step, init, jax.random.split(key_steps, horizon))
+        act = lambda obs: self.act(state, obs, latent_of(obs))
+        returns, success = run_episodes(self.env, env_state, ts, act, lambda ts: ts.reward, key_steps, horizon)
         per_task = lambda x: x.reshape(self.num_tasks, n).mean(1)
         metrics = {"success": success.mean(), "return": returns.mean()}
         for k, (s, r) in enumerate(zip(per_task(success.astype(jnp.float32)), per_task(returns))):
@@ -439,6 +437,25 @@ class HILP:
             return goal_latent(phi_s, jax.vmap(plan)(phi_s, phi_goal))
 
         return planned
+
+
+def run_episodes(env: envs.Env, env_state, ts, act: Callable, reward_of: Callable, key: PRNGKeyArray, horizon: int) -> tuple[Array, Array]:
+    """Returns `[N]` and success `[N]` (ever `info["success"]`; False without it) of `horizon` steps
+    of N batched episodes from `(env_state, ts)`; `act(obs [N, D]) -> [N, A]`, `reward_of(ts) -> [N]`.
+    Rewards after an episode's first `terminated | truncated` are ignored."""
+    n = ts.obs.shape[0]
+    no_success = jnp.zeros(n, bool)
+
+    def step(carry, key):
+        env_state, obs, alive, returns, success = carry
+        env_state, ts = jax.vmap(env.step)(env_state, act(obs), jax.random.split(key, n))
+        success = success | (alive & ts.info.get("success", no_success))
+        returns = returns + jnp.where(alive, reward_of(ts), 0.0)
+        return (env_state, ts.obs, alive & ~ts.done, returns, success), None
+
+    init = (env_state, ts.obs, jnp.ones(n, bool), jnp.zeros(n), ts.info.get("success", no_success))
+    (_, _, _, returns, success), _ = jax.lax.scan(step, init, jax.random.split(key, horizon))
+    return returns, success
 
 
 def check_task_env(config: HILPConfig, env: envs.Env) -> None:
