@@ -39,15 +39,18 @@ import dataclasses
 import itertools
 import json
 import os
-import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root, when run as a script
+
 import jax
 import jax.numpy as jnp
 
+from experiments.report import machine
 from jaxrl_si import checkpoint, nets, sequence
 from jaxrl_si.agents import self_improve
 from jaxrl_si.agents.self_improve import (
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
         "training": _training(args, iteration_config),
         "pair_logps": _pair_logps(args, iteration_config),
         **_iteration(args, iteration_config),
-        **_machine(),
+        **machine(),
     }
     _print(record)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
@@ -96,14 +99,6 @@ def main(argv: list[str] | None = None) -> dict:
         out.write(json.dumps(record) + "\n")
     return record
 
-
-def _machine() -> dict:
-    device = jax.devices()[0]
-    return {
-        "machine": platform.processor() or platform.machine(), "platform": platform.platform(), "cpus": os.cpu_count(),
-        "devices": jax.device_count(), "backend": jax.default_backend(), "device_kind": device.device_kind,
-        "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"),
-    }  # fmt: skip
 
 
 # --- timing ------------------------------------------------------------------------------------------

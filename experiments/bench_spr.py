@@ -60,17 +60,19 @@ import argparse
 import functools
 import json
 import os
-import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
-from importlib import metadata
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root, when run as a script
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments.report import machine
 from jaxrl_si.agents import spr as spr_agent
 from jaxrl_si.agents.spr import SPR, SPRConfig, SPRHyperparams
 from jaxrl_si.data.replay import SequenceReplay, Step, importance_weights, replay_bytes
@@ -119,7 +121,7 @@ def _names(value: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = _parse(argv)
-    machine = _machine()
+    described = machine("flax", "flashbax", "optax")
     results: dict[str, dict] = {}
     rows = []
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if section not in args.only:
             continue
         results[section] = SECTION_FUNCTIONS[section](args, results)
-        row = {"measure": section, **results[section], "rounds": args.rounds, **machine}
+        row = {"measure": section, **results[section], "rounds": args.rounds, **described}
         rows.append(row)
         print(json.dumps(row), flush=True)
         with open(args.out, "a", encoding="utf-8") as out:
@@ -135,16 +137,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     _print_table(results)
     return rows
 
-
-def _machine() -> dict:
-    device = jax.devices()[0]
-    return {
-        "machine": platform.processor() or platform.machine(), "platform": platform.platform(), "cpus": os.cpu_count(),
-        "devices": jax.device_count(), "backend": jax.default_backend(), "device_kind": device.device_kind,
-        "jax": jax.__version__, "jaxlib": metadata.version("jaxlib"), "flax": metadata.version("flax"),
-        "flashbax": metadata.version("flashbax"), "optax": metadata.version("optax"), "python": platform.python_version(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""), "date": time.strftime("%Y-%m-%d"),
-    }  # fmt: skip
 
 
 # --- timing ------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import jax
 import tyro
 
 from jaxrl_si import loop
-from jaxrl_si.checkpoint import CheckpointError, json_value
+from jaxrl_si.checkpoint import CheckpointError, ExistingRunError, json_value
 from jaxrl_si.envs import MissingBackendError
 from jaxrl_si.errors import ConfigError
 from jaxrl_si.parallel import default_mesh, make_mesh
@@ -75,3 +75,20 @@ def write_run_config(run: Any) -> None:
     """`run.run_dir/config.json`: every field of the command line's config, as JSON."""
     run.run_dir.mkdir(parents=True, exist_ok=True)
     (run.run_dir / "config.json").write_text(json.dumps(json_value(dataclasses.asdict(run), stringify=True), indent=2))
+
+
+def read_or_make_dataset(run: Any, make: Callable[[Any], None]):
+    """The run's dataset as `(data, metadata)` (`jaxrl_si.data.tfds_io`): `run.dataset` if given; else the
+    one an earlier run made in `run.run_dir/dataset` (only with `run.resume`); else `make(directory)`
+    writes it there first. Read back from disk either way, so a resumed run learns from the same bytes."""
+    from jaxrl_si.data import tfds_io
+
+    if run.dataset is not None:
+        return tfds_io.read_dataset(run.dataset)
+    directory = run.run_dir / "dataset"
+    if tfds_io.versions(directory):
+        if not run.resume:
+            raise ExistingRunError(f"{directory} holds the dataset of an earlier run; resume it (--resume) or choose another --run-dir")
+        return tfds_io.read_dataset(directory)
+    make(directory)
+    return tfds_io.read_dataset(directory)

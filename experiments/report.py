@@ -1,7 +1,12 @@
-"""What the experiments' reports share: a mean with its 95 % interval over seeds, formatted for tables."""
+"""What the experiments' reports share: a mean with its 95 % interval over seeds, formatted for
+tables, and the description of the machine a benchmark ran on."""
 
 from __future__ import annotations
 
+import os
+import platform
+import time
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -27,3 +32,16 @@ def format_interval(cell: dict[str, Any], digits: int = 1) -> str:
     if cell["low"] is None:
         return f"{cell['mean']:.{digits}f}"
     return f"{cell['mean']:.{digits}f} [{cell['low']:.{digits}f}, {cell['high']:.{digits}f}]"
+
+
+def machine(*packages: str) -> dict[str, Any]:
+    """The machine, JAX's devices and backend, the date, and the versions of jax, jaxlib and `packages`."""
+    import jax
+
+    versions = {name: metadata.version(name) for name in ("jaxlib", *packages)}
+    return {
+        "machine": platform.processor() or platform.machine(), "platform": platform.platform(), "cpus": os.cpu_count(),
+        "devices": jax.device_count(), "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+        "jax": jax.__version__, **versions, "python": platform.python_version(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "date": time.strftime("%Y-%m-%d"),
+    }  # fmt: skip

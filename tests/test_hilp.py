@@ -67,6 +67,10 @@ def test_goal_prompting_reaches_the_goal_far_more_often_than_random_latents(data
     state, metrics = jax.jit(agent.train)(HILPHyperparams(learning_rate=1e-3), jax.random.key(1))
     evaluate = jax.jit(lambda state, key: {p: agent.evaluate(HILPHyperparams(), state, key, p)["success"] for p in ("goal", "random")})
     success = evaluate(state, jax.random.key(2))
+    goal = agent.env.goal_observations[:1]
+    np.testing.assert_allclose(jnp.linalg.norm(agent.goal_prompt(state, data.observation[0, :1], goal), axis=-1), 1.0, rtol=1e-5)
+    with pytest.raises(ConfigError, match="goal"):
+        agent.goal_prompt(state, data.observation[0, :1], goal[:, :1])
     assert float(success["goal"]) >= 0.75, success
     assert float(success["random"]) <= 0.4, success
     assert float(metrics["loss/phi"][-1]) < 1.0

@@ -35,7 +35,7 @@ import numpy as np
 
 from experiments import cli
 from experiments.report import format_interval, mean_interval
-from jaxrl_si import checkpoint, loop, plots, sweep
+from jaxrl_si import loop, plots, sweep
 from jaxrl_si.agents.bc import BC, BCConfig, BCHyperparams
 from jaxrl_si.agents.cpl import CPL, CPLConfig, CPLHyperparams
 from jaxrl_si.agents.offline import PAIR_MODES
@@ -134,19 +134,15 @@ def main(run: RunConfig) -> dict:
 
 def load_or_generate(run: RunConfig):
     """The dataset: `--dataset`, or the one this run made in `run_dir/dataset`, or a new one."""
+    return cli.read_or_make_dataset(run, functools.partial(_generate, run.data))
+
+
+def _generate(config: GenerationConfig, directory: pathlib.Path) -> None:
     from jaxrl_si.data import generate, tfds_io
 
-    if run.dataset is not None:
-        return tfds_io.read_dataset(run.dataset)
-    directory = run.run_dir / "dataset"
-    if tfds_io.versions(directory):
-        if not run.resume:
-            raise checkpoint.ExistingRunError(f"{directory} holds the dataset of an earlier run; resume it (--resume) or choose another --run-dir")
-        return tfds_io.read_dataset(directory)
-    made = generate.generate(run.data)
+    made = generate.generate(config)
     generate.save_oracle(directory, made.oracle)  # first: a dataset version is never without its oracle
     tfds_io.write_dataset(directory, made.data, made.metadata)
-    return tfds_io.read_dataset(directory)
 
 
 def method_runs(run: RunConfig, env: str) -> list[MethodRun]:

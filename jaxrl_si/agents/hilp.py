@@ -381,6 +381,12 @@ class HILP:
     def num_tasks(self) -> int:
         return self.env.num_tasks
 
+    def goal_prompt(self, state: HILPState, obs: Float[Array, "... D"], goal: Float[Array, "... D"]) -> Float[Array, "... d"]:
+        """z = normalise(φ(g) − φ(s)) for your own goals (Eq. 8); `ConfigError` if `goal` is not shaped like `obs`."""
+        if jnp.shape(goal) != jnp.shape(obs) or jnp.shape(obs)[jnp.ndim(obs) - len(self.env.observation_shape) :] != tuple(self.env.observation_shape):
+            raise ConfigError(f"a goal is an observation of {self.config.env} {tuple(self.env.observation_shape)}, shaped like `obs` {jnp.shape(obs)}; got {jnp.shape(goal)}")
+        return goal_latent(self.represent(state.params, obs), self.represent(state.params, goal))
+
     def reward_prompts(self, state: HILPState, key: PRNGKeyArray, ridge=0.0) -> Float[Array, "K d"]:
         """z_k for every task k: `reward_latent` of the data's task-k rewards on φ(s') − φ(s) (Eq. 9),
         or on φ(s') minus its mean over the samples (`reward_features="state"`)."""
