@@ -140,9 +140,12 @@ def test_maze_walls_block_and_the_point_slides_along_them():
 
 
 def test_maze_shortest_paths_and_resets():
-    lengths = shortest_path_lengths(LAYOUTS["umaze"].walls)
+    lengths = shortest_path_lengths(LAYOUTS["umaze"].walls, diagonal=False)
     assert lengths[1, 1, 3, 1] == 6 and lengths[1, 1, 1, 1] == 0 and lengths[0, 0, 1, 1] == -1
     assert lengths[3, 1, 1, 1] == 6  # symmetric
+    medium = shortest_path_lengths(LAYOUTS["medium"].walls)  # 8-connected, corners not cut
+    assert medium[1, 1, 2, 2] == 1 and medium[1, 2, 2, 1] == 1  # open diagonals: one move
+    assert medium[2, 2, 3, 3] == 2 and medium[3, 4, 4, 5] == 2  # (2, 3) / (3, 5) are walls: no cutting their corners
     medium = envs.make("maze:medium", episode_length=None)
     states, ts = jax.vmap(medium.reset)(jax.random.split(jax.random.key(0), 256))
     cells = np.asarray(cell_of(ts.obs))

@@ -207,7 +207,7 @@ def plot_phi(agent: HILP, state, path: pathlib.Path) -> None:
         ax.set_title(name)
     maze.invert_yaxis()
     maze.legend(loc="lower right", fontsize=7)
-    fig.colorbar(shown, ax=latent, label="shortest-path cell moves from task 0's start")
+    fig.colorbar(shown, ax=latent, label="shortest path from task 0's start (8-connected cell moves)")
     fig.suptitle(f"{env.layout.name} maze: HILP's φ (d = {agent.latent_size}), seed 0", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)

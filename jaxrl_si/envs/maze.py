@@ -21,8 +21,11 @@ uniformly drawn free cell (D4RL's "diverse" data starts anywhere) and the reward
 Every step reports `info["features"]`, the rewards of all K tasks `[K]`, so a dataset keeps
 every task's reward apart from what the learner reads.
 
-`shortest_path_lengths` gives the true temporal structure: the number of 4-connected cell
-moves between any two free cells (breadth-first search).
+`shortest_path_lengths` gives the true temporal structure: the number of cell moves between any
+two free cells (breadth-first search). An action moves the point along both axes at once, so a
+diagonal move costs one step as an axis move does (open space has the Chebyshev metric): the
+env's `temporal_distance` counts 8-connected moves, a diagonal one only where both cells it
+passes beside are free (no cutting a wall's corner); `diagonal=False` counts 4-connected moves.
 """
 
 from __future__ import annotations
@@ -126,7 +129,7 @@ class PointMaze(Env):
         return self._goals
 
     def temporal_distance(self, obs: Float[Array, "... 2"], goal: Float[Array, "... 2"]) -> Int[Array, "..."]:
-        """Shortest-path cell moves between the cells of `obs` and `goal` (`shortest_path_lengths`)."""
+        """Shortest-path cell moves, 8-connected, between the cells of `obs` and `goal` (`shortest_path_lengths`)."""
         a, b = cell_of(obs), cell_of(goal)
         return self._lengths[a[..., 0], a[..., 1], b[..., 0], b[..., 1]]
 
@@ -194,19 +197,22 @@ def region_rewards(position: Float[Array, "2"], goals: Float[Array, "K 2"], radi
     return (jnp.linalg.norm(goals - position, axis=-1) <= radius).astype(jnp.float32)
 
 
-def shortest_path_lengths(walls: np.ndarray) -> np.ndarray:
-    """`[R, C, R, C]` int32: 4-connected moves between free cells by breadth-first search (−1: a wall
-    or unreachable)."""
+def shortest_path_lengths(walls: np.ndarray, *, diagonal: bool = True) -> np.ndarray:
+    """`[R, C, R, C]` int32: cell moves between free cells by breadth-first search (−1: a wall or
+    unreachable); 8-connected with `diagonal` (a diagonal move only past two free cells), else 4."""
     height, width = walls.shape
+    free = lambda r, c: 0 <= r < height and 0 <= c < width and not walls[r, c]  # noqa: E731
+    moves = [(1, 0), (-1, 0), (0, 1), (0, -1)] + ([(1, 1), (1, -1), (-1, 1), (-1, -1)] if diagonal else [])
     lengths = np.full((height, width, height, width), -1, np.int32)
     for start in map(tuple, np.argwhere(~walls)):
         lengths[start][start] = 0
         queue = collections.deque([start])
         while queue:
             row, column = queue.popleft()
-            for d_row, d_column in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            for d_row, d_column in moves:
                 nxt = (row + d_row, column + d_column)
-                if 0 <= nxt[0] < height and 0 <= nxt[1] < width and not walls[nxt] and lengths[start][nxt] < 0:
+                passable = free(row + d_row, column) and free(row, column + d_column)
+                if free(*nxt) and passable and lengths[start][nxt] < 0:
                     lengths[start][nxt] = lengths[start][row, column] + 1
                     queue.append(nxt)
     return lengths
