@@ -137,7 +137,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     names = [name for name in FINAL_METRICS if any(name in r for r in rows)]
     lines = ["| φ | setting | " + " | ".join(names) + " | wall s (with compile) |", "|---|---|" + "---|" * (len(names) + 1)]
     for r in rows:
-        cells = " | ".join(format_interval(r[name]) if name in r else "-" for name in names)
+        cells = " | ".join(format_interval(r[name], digits=1 if name.endswith("return") else 3) if name in r else "-" for name in names)
         lines.append(f"| {r['representation']} | {r['setting'] or '-'} | {cells} | {r['wall_s_including_compile']} |")
     return "\n".join(lines) + "\n"
 
