@@ -11,8 +11,8 @@ An action a ∈ [−1, 1]² moves it by `step_size`·a, first along x and then a
 along one axis that would end in a wall cell is cancelled (the point slides along walls). The
 observation is p (float32 `[2]`).
 
-Tasks are the layout's (start cell, goal cell) pairs (`MazeLayout.tasks`: the start R and the
-goals G of D4RL's layout). `PointMaze(task=k)` starts near task k's start cell and pays reward
+Tasks are the layout's (start cell, goal cell) pairs (`MazeLayout.tasks`: far-apart cells,
+mostly D4RL's start R and goals G). `PointMaze(task=k)` starts near task k's start cell and pays reward
 1 at every step that ends within `goal_radius` of its goal (the reward of "reach this region");
 `info["success"]` says so
 (`reset_to_task` does the same for a traced task index, so one program evaluates all tasks). Episodes never terminate (a `TimeLimit` truncates them), as in the
