@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from trees import leaf_arrays, member
 
 from jaxrl_si import envs, loop, sweep
 from jaxrl_si.agents.hilp import HILP, HILPConfig, HILPHyperparams, sample_batch
@@ -84,26 +85,18 @@ def test_under_the_loop_members_equal_their_runs_alone_and_resume_exactly(data, 
     hparams = sweep.member_hparams(HILPHyperparams(), [{"learning_rate": 1e-3}, {"expectile": 0.7}], seeds=1)
     keys = jax.random.split(jax.random.key(7), 2)
     whole = loop.run(trainer, hparams, keys, run_dir=tmp_path / "whole", async_checkpoints=False, max_to_keep=None)
-    alone = jax.jit(trainer.agent.init)(_member(hparams, 1), keys[1])
+    alone = jax.jit(trainer.agent.init)(member(hparams, 1), keys[1])
     for update in range(2):
-        alone, row = jax.jit(trainer.agent.update)(_member(hparams, 1), alone)
+        alone, row = jax.jit(trainer.agent.update)(member(hparams, 1), alone)
         for metric in ("loss/phi", "loss/actor", "goal/success", "random/success", "phi/spearman", "episode/return"):
             np.testing.assert_allclose(whole.history[metric][1, update], row[metric], rtol=1e-4, atol=1e-5, err_msg=metric)
     shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
     shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "2")
     resumed = loop.run(trainer, hparams, keys, run_dir=tmp_path / "resumed", async_checkpoints=False, resume=True)
     assert resumed.resumed_from == 1
-    for a, b in zip(_arrays(whole.state), _arrays(resumed.state), strict=True):
+    for a, b in zip(leaf_arrays(whole.state), leaf_arrays(resumed.state), strict=True):
         np.testing.assert_array_equal(a, b)
     other = loop.Trainer(HILP.build(dataclasses.replace(config, latent_dim=4), data=data), 1)
     with pytest.raises(ConfigMismatchError, match="latent_dim"):  # refused before anything compiles
         loop.run(other, hparams, keys, run_dir=tmp_path / "resumed", async_checkpoints=False, resume=True)
 
-
-def _member(tree, member: int):
-    return jax.tree.map(lambda x: x[member], tree)
-
-
-def _arrays(tree) -> list[np.ndarray]:
-    as_data = lambda x: jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x  # noqa: E731
-    return [np.asarray(as_data(x)) for x in jax.tree.leaves(tree)]

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from trees import leaf_arrays, member
 
 from jaxrl_si import envs, loop, sweep
 from jaxrl_si.agents.hilp_sf import HILPSF, HILPSFConfig, HILPSFHyperparams
@@ -70,16 +71,15 @@ def test_under_the_loop_members_equal_their_runs_alone_and_resume_exactly(data, 
     hparams = sweep.member_hparams(HILPSFHyperparams(), [{"learning_rate": 1e-3}, {"discount": 0.9}], seeds=1)
     keys = jax.random.split(jax.random.key(7), 2)
     whole = loop.run(trainer, hparams, keys, run_dir=tmp_path / "whole", async_checkpoints=False, max_to_keep=None)
-    member = jax.tree.map(lambda x: x[1], hparams)
-    alone = jax.jit(trainer.agent.init)(member, keys[1])
+    second = member(hparams, 1)
+    alone = jax.jit(trainer.agent.init)(second, keys[1])
     for update in range(2):
-        alone, row = jax.jit(trainer.agent.update)(member, alone)
+        alone, row = jax.jit(trainer.agent.update)(second, alone)
         for metric in ("loss/phi", "loss/sf", "loss/actor", "episode/return"):
             np.testing.assert_allclose(whole.history[metric][1, update], row[metric], rtol=1e-4, atol=1e-5, err_msg=metric)
     shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
     shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "2")
     resumed = loop.run(trainer, hparams, keys, run_dir=tmp_path / "resumed", async_checkpoints=False, resume=True)
     assert resumed.resumed_from == 1
-    leaves = lambda tree: [np.asarray(jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x) for x in jax.tree.leaves(tree)]  # noqa: E731
-    for a, b in zip(leaves(whole.state), leaves(resumed.state), strict=True):
+    for a, b in zip(leaf_arrays(whole.state), leaf_arrays(resumed.state), strict=True):
         np.testing.assert_array_equal(a, b)

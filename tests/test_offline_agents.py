@@ -18,13 +18,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from trees import leaf_arrays, member
 
 from jaxrl_si import envs, loop, sweep
 from jaxrl_si.agents import offline
 from jaxrl_si.agents.bc import BC, BCConfig, BCHyperparams, top_episode_steps
 from jaxrl_si.agents.cpl import CPL, CPLConfig, CPLHyperparams
 from jaxrl_si.agents.piql import PIQL, PIQLConfig, PIQLHyperparams
-from jaxrl_si.data import Episodes, OfflineData, Pairs, Segments, label_pairs, segment_starts
+from jaxrl_si.data import (
+    Episodes,
+    OfflineData,
+    Pairs,
+    Segments,
+    label_pairs,
+    segment_starts,
+)
 from jaxrl_si.errors import ConfigError
 from jaxrl_si.preferences import HardLabels
 
@@ -265,29 +273,20 @@ def test_under_the_loop_members_equal_their_runs_alone_and_resume_exactly(data, 
     keys = jax.random.split(jax.random.key(7), 2)
     whole = loop.run(trainer, hparams, keys, run_dir=tmp_path / "whole", async_checkpoints=False, max_to_keep=None)
     solo_init, solo_update = jax.jit(trainer.agent.init), jax.jit(trainer.agent.update)
-    for member in range(2):
-        member_hparams = _member(hparams, member)
-        alone = solo_init(member_hparams, keys[member])
+    for index in range(2):
+        member_hparams = member(hparams, index)
+        alone = solo_init(member_hparams, keys[index])
         for update in range(2):
             alone, row = solo_update(member_hparams, alone)
             for metric in ("loss/bc" if name == "cpl" else "loss/critic", "episode/return", "optim/grad_norm"):
-                np.testing.assert_allclose(whole.history[metric][member, update], row[metric], rtol=1e-4, atol=1e-5, err_msg=metric)
-        for a, b in zip(_arrays(_member(whole.state.params, member)), _arrays(alone.params), strict=True):
+                np.testing.assert_allclose(whole.history[metric][index, update], row[metric], rtol=1e-4, atol=1e-5, err_msg=metric)
+        for a, b in zip(leaf_arrays(member(whole.state.params, index)), leaf_arrays(alone.params), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
     shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
     shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "2")
     resumed = loop.run(trainer, hparams, keys, run_dir=tmp_path / "resumed", async_checkpoints=False, resume=True)
     assert resumed.resumed_from == 1
-    for a, b in zip(_arrays(whole.state), _arrays(resumed.state), strict=True):
+    for a, b in zip(leaf_arrays(whole.state), leaf_arrays(resumed.state), strict=True):
         np.testing.assert_array_equal(a, b)
 
-
-def _member(tree, member: int):
-    return jax.tree.map(lambda x: x[member], tree)
-
-
-def _arrays(tree) -> list[np.ndarray]:
-    """The leaves as NumPy arrays (typed PRNG keys as their key data)."""
-    as_data = lambda x: jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x  # noqa: E731
-    return [np.asarray(as_data(x)) for x in jax.tree.leaves(tree)]

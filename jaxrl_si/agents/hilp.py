@@ -60,9 +60,11 @@ from jaxrl_si import envs, nets
 from jaxrl_si.agents.offline import (
     EVAL_STREAM,
     TRAIN_STREAM,
+    OfflineAgent,
     check_int,
     parameter_count,
     sample_steps,
+    scan_gradient_steps,
     step_key,
 )
 from jaxrl_si.data import Episodes
@@ -231,7 +233,7 @@ def polyak(params, target, rate):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class HILP:
+class HILP(OfflineAgent):
     """Config, the dataset (`Episodes`, device arrays), the networks and the task env; never traced."""
 
     config: HILPConfig
@@ -253,15 +255,6 @@ class HILP:
         latent_size = int(np.prod(env.observation_shape)) if config.representation == "identity" else config.latent_dim
         mlp = lambda size: nets.MLP(config.hidden_sizes, size, activation="gelu", layer_norm=True)
         return cls(config, data, env, latent_size, mlp(latent_size), mlp(1), GaussianActor(env.action_size, config.hidden_sizes), constrain)
-
-    @property
-    def num_updates(self) -> int:
-        return self.config.num_updates
-
-    @property
-    def env_steps_per_update(self) -> int:
-        """Gradient steps per update (an offline agent takes no env steps)."""
-        return self.config.steps_per_update
 
     @property
     def data_parallel_sizes(self) -> dict[str, int]:
@@ -352,8 +345,7 @@ class HILP:
 
     def update(self, hparams: HILPHyperparams, state: HILPState) -> tuple[HILPState, dict[str, Array]]:
         """`steps_per_update` gradient steps in a `lax.scan`, then the goal- and reward-prompted evaluations."""
-        state, steps = jax.lax.scan(lambda s, _: self.gradient_step(hparams, s), state, None, length=self.config.steps_per_update)
-        metrics = {name: values.mean() for name, values in steps.items()}
+        state, metrics = scan_gradient_steps(self, hparams, state, self.gradient_step)
         keys = jax.random.split(step_key(state.key, EVAL_STREAM, state.step), len(PROMPTS) + 1)
         prompts = PROMPTS if self.config.num_recursions else tuple(p for p in PROMPTS if p != "plan")
         for prompt, key in zip(prompts, keys):
@@ -371,9 +363,6 @@ class HILP:
         phi_distance = -hilbert_value(self.represent(state.params, obs), self.represent(state.params, goal))
         return spearman_correlation(phi_distance, self.env.temporal_distance(obs, goal))
 
-    def train(self, hparams: HILPHyperparams, key: PRNGKeyArray):
-        """A whole run: `init`, then `num_updates` updates in one `lax.scan`; metrics `[num_updates]`."""
-        return jax.lax.scan(lambda s, _: self.update(hparams, s), self.init(hparams, key), None, length=self.num_updates)
 
     # ---- prompting ----------------------------------------------------------------------------
 

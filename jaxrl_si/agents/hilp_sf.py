@@ -48,9 +48,11 @@ from jaxrl_si.agents.hilp import Batch, phi_loss, polyak, run_episodes, sample_b
 from jaxrl_si.agents.offline import (
     EVAL_STREAM,
     TRAIN_STREAM,
+    OfflineAgent,
     check_int,
     parameter_count,
     sample_steps,
+    scan_gradient_steps,
     step_key,
 )
 from jaxrl_si.data import Episodes
@@ -149,7 +151,7 @@ class PreprocessedMLP(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class HILPSF:
+class HILPSF(OfflineAgent):
     """Config, the dataset, the networks and the domain env; never traced."""
 
     config: HILPSFConfig
@@ -173,14 +175,6 @@ class HILPSF:
         successor_net = PreprocessedMLP(config.hidden_sizes, config.latent_dim)
         actor = PreprocessedMLP(config.hidden_sizes, env.action_size)
         return cls(config, data, env, phi_net, successor_net, actor, constrain)
-
-    @property
-    def num_updates(self) -> int:
-        return self.config.num_updates
-
-    @property
-    def env_steps_per_update(self) -> int:
-        return self.config.steps_per_update
 
     @property
     def data_parallel_sizes(self) -> dict[str, int]:
@@ -288,16 +282,13 @@ class HILPSF:
     def update(self, hparams: HILPSFHyperparams, state: HILPSFState) -> tuple[HILPSFState, dict[str, Array]]:
         """`steps_per_update` gradient steps, then the zero-shot evaluation of every task (`episode/return`,
         `return/task<k>`) and the same with random latents (`random/return`, `random/return/task<k>`)."""
-        state, steps = jax.lax.scan(lambda s, _: self.gradient_step(hparams, s), state, None, length=self.config.steps_per_update)
-        metrics = {name: values.mean() for name, values in steps.items()}
+        state, metrics = scan_gradient_steps(self, hparams, state, self.gradient_step)
         key_prompt, key_random = jax.random.split(step_key(state.key, EVAL_STREAM, state.step))
         metrics.update(self.evaluate(hparams, state, key_prompt))
         random = self.evaluate(hparams, state, key_random, random_latents=True)
         metrics.update({f"random/{name.removeprefix('episode/')}": value for name, value in random.items() if name != "episode/count"})
         return state, metrics
 
-    def train(self, hparams: HILPSFHyperparams, key: PRNGKeyArray):
-        return jax.lax.scan(lambda s, _: self.update(hparams, s), self.init(hparams, key), None, length=self.num_updates)
 
     # ---- zero-shot prompting ------------------------------------------------------------------
 

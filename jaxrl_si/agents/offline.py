@@ -327,17 +327,24 @@ def run_update(agent, hparams, state, gradient_step: Callable, act: Callable) ->
     step's) and the evaluation's. The evaluation key is `step_key(state.key, EVAL_STREAM,
     state.step)` after the steps: fresh start states every update, the same ones on a resume.
     """
-    state, steps = jax.lax.scan(lambda s, _: gradient_step(hparams, s), state, None, length=agent.config.steps_per_update)
-    metrics = {name: values[-1] if name == "optim/learning_rate" else values.mean() for name, values in steps.items()}
+    state, metrics = scan_gradient_steps(agent, hparams, state, gradient_step)
     key = step_key(state.key, EVAL_STREAM, state.step)
     metrics.update(evaluate(agent.eval_env, agent.config.eval_horizon, lambda obs: act(state, obs), key, agent.constrain))
     return state, metrics
 
 
+def scan_gradient_steps(agent, hparams, state, gradient_step: Callable) -> tuple[Any, dict[str, Array]]:
+    """`agent.config.steps_per_update` calls of `gradient_step(hparams, state)` in a `lax.scan`; the
+    final state and the steps' mean metrics (`optim/learning_rate`: the last step's)."""
+    state, steps = jax.lax.scan(lambda s, _: gradient_step(hparams, s), state, None, length=agent.config.steps_per_update)
+    return state, {name: values[-1] if name == "optim/learning_rate" else values.mean() for name, values in steps.items()}
+
+
 class OfflineAgent:
     """What the offline agents share; each is a frozen dataclass with `config`, `data`,
     `eval_env` and `constrain`, and defines `init`, `gradient_step(hparams, state)` and
-    `act(state, obs)`. An update is `steps_per_update` gradient steps and one evaluation."""
+    `act(state, obs)`. An update is `steps_per_update` gradient steps and one evaluation (HILP's
+    agents override `update` with their prompted evaluations)."""
 
     @property
     def num_updates(self) -> int:
