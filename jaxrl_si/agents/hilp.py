@@ -45,7 +45,6 @@ state_dependent_std=False)`) and its mean is used for evaluation (temperature 0)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -63,9 +62,11 @@ from jaxrl_si.agents.offline import (
     OfflineAgent,
     check_int,
     parameter_count,
+    run_episodes,
     sample_steps,
     scan_gradient_steps,
     step_key,
+    vmapped_step,
 )
 from jaxrl_si.data import Episodes
 from jaxrl_si.errors import ConfigError, check_known_keys
@@ -403,7 +404,7 @@ class HILP(OfflineAgent):
         latent_of = self._prompt(hparams, state, key_prompt, key_states, prompt, tasks)
 
         act = lambda obs: self.act(state, obs, latent_of(obs))
-        returns, success = run_episodes(self.env, env_state, ts, act, lambda ts: ts.reward, key_steps, horizon)
+        returns, success = run_episodes(vmapped_step(self.env), env_state, ts, act, key_steps, horizon)
         per_task = lambda x: x.reshape(self.num_tasks, n).mean(1)
         metrics = {"success": success.mean(), "return": returns.mean()}
         for k, (s, r) in enumerate(zip(per_task(success.astype(jnp.float32)), per_task(returns))):
@@ -432,25 +433,6 @@ class HILP(OfflineAgent):
             return goal_latent(phi_s, jax.vmap(plan)(phi_s, phi_goal))
 
         return planned
-
-
-def run_episodes(env: envs.Env, env_state, ts, act: Callable, reward_of: Callable, key: PRNGKeyArray, horizon: int) -> tuple[Array, Array]:
-    """Returns `[N]` and success `[N]` (ever `info["success"]`; False without it) of `horizon` steps
-    of N batched episodes from `(env_state, ts)`; `act(obs [N, D]) -> [N, A]`, `reward_of(ts) -> [N]`.
-    Rewards after an episode's first `terminated | truncated` are ignored."""
-    n = ts.obs.shape[0]
-    no_success = jnp.zeros(n, bool)
-
-    def step(carry, key):
-        env_state, obs, alive, returns, success = carry
-        env_state, ts = jax.vmap(env.step)(env_state, act(obs), jax.random.split(key, n))
-        success = success | (alive & ts.info.get("success", no_success))
-        returns = returns + jnp.where(alive, reward_of(ts), 0.0)
-        return (env_state, ts.obs, alive & ~ts.done, returns, success), None
-
-    init = (env_state, ts.obs, jnp.ones(n, bool), jnp.zeros(n), ts.info.get("success", no_success))
-    (_, _, _, returns, success), _ = jax.lax.scan(step, init, jax.random.split(key, horizon))
-    return returns, success
 
 
 def check_task_env(config: HILPConfig, env: envs.Env) -> None:

@@ -44,16 +44,18 @@ import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from jaxrl_si import envs, nets
-from jaxrl_si.agents.hilp import Batch, phi_loss, polyak, run_episodes, sample_batch
+from jaxrl_si.agents.hilp import Batch, phi_loss, polyak, sample_batch
 from jaxrl_si.agents.offline import (
     EVAL_STREAM,
     TRAIN_STREAM,
     OfflineAgent,
     check_int,
     parameter_count,
+    run_episodes,
     sample_steps,
     scan_gradient_steps,
     step_key,
+    vmapped_step,
 )
 from jaxrl_si.data import Episodes
 from jaxrl_si.errors import ConfigError, check_known_keys
@@ -314,7 +316,8 @@ class HILPSF(OfflineAgent):
             latents = self.reward_prompts(hparams, state, key_prompt)[tasks]
         env_state, ts = jax.vmap(self.env.reset)(jax.random.split(key_reset, tasks.shape[0]))
         reward_of = lambda ts: jnp.take_along_axis(ts.info["features"], tasks[:, None], axis=1)[:, 0]
-        returns, _ = run_episodes(self.env, env_state, ts, lambda obs: self.act(state, obs, latents), reward_of, key_steps, self.config.eval_horizon)
+        act = lambda obs: self.act(state, obs, latents)
+        returns, _ = run_episodes(vmapped_step(self.env), env_state, ts, act, key_steps, self.config.eval_horizon, reward_of=reward_of)
         per_task = returns.reshape(num_tasks, n).mean(1)
         metrics = {"episode/return": returns.mean(), "episode/count": jnp.asarray(tasks.shape[0], jnp.float32)}
         metrics.update({f"return/task{k}": per_task[k] for k in range(num_tasks)})

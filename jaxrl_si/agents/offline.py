@@ -278,12 +278,35 @@ def make_eval_env(config: OfflineConfig) -> envs.VectorEnv:
     return envs.vectorize(envs.RescaleAction(env), config.eval_episodes)
 
 
-class _EvalCarry(flax.struct.PyTreeNode):
-    env_state: Any
-    obs: Array  # [N, *obs]
-    alive: Array  # [N] bool, the episode has not ended yet
-    returns: Array  # [N]
-    success: Array  # [N] bool
+def run_episodes(
+    step: Callable, env_state, ts, act: Callable[[Array], Array], key: PRNGKeyArray, horizon: int, *, reward_of: Callable = lambda ts: ts.reward
+) -> tuple[Float[Array, " N"], Bool[Array, " N"]]:
+    """Return and success of N batched episodes run `horizon` steps from `(env_state, ts)`.
+
+    `step(env_state, actions [N, A], key) -> (env_state, ts)` advances all N episodes (a
+    `VectorEnv.step`, or `vmapped_step(env)`); `act(obs [N, *obs]) -> [N, A]`; `reward_of(ts) -> [N]`
+    (default: the env's reward). An episode counts the rewards up to its first `done`
+    (`terminated | truncated`) and succeeds if `info["success"]` is ever true up to then (never,
+    when the env reports none). The one evaluation scan of the offline agents and of HILP's.
+    """
+    n = ts.obs.shape[0]
+    no_success = jnp.zeros(n, bool)
+
+    def advance(carry, key):
+        env_state, obs, alive, returns, success = carry
+        env_state, ts = step(env_state, act(obs), key)
+        success = success | (alive & ts.info.get("success", no_success).astype(bool))
+        returns = returns + jnp.where(alive, reward_of(ts), 0.0)
+        return (env_state, ts.obs, alive & ~ts.done, returns, success), None
+
+    init = (env_state, ts.obs, jnp.ones(n, bool), jnp.zeros(n), ts.info.get("success", no_success).astype(bool))
+    (_, _, _, returns, success), _ = jax.lax.scan(advance, init, jax.random.split(key, horizon))
+    return returns, success
+
+
+def vmapped_step(env: envs.Env) -> Callable:
+    """`step(env_state [N], actions [N, A], key)` for `run_episodes`: `env.step` vmapped, one key per episode."""
+    return lambda env_state, actions, key: jax.vmap(env.step)(env_state, actions, jax.random.split(key, actions.shape[0]))
 
 
 def evaluate(
@@ -291,31 +314,20 @@ def evaluate(
 ) -> dict[str, Array]:
     """Return (and success, where the env reports one) of `act` over `env.num_envs` episodes.
 
-    Each episode runs `horizon` steps or to its first `terminated | truncated`; rewards after it
-    are ignored. `act` maps observations `[N, *obs]` to actions in [−1, 1] `[N, A]`.
+    Each episode runs `horizon` steps or to its first `terminated | truncated` (`run_episodes`).
+    `act` maps observations `[N, *obs]` to actions in [−1, 1] `[N, A]`.
     """
     key_reset, key_steps = jax.random.split(key)
     env_state, ts = env.reset(key_reset)
-    has_success = "success" in ts.info
-    n = env.num_envs
-    env_state = envs.constrain_env_state(env, env_state, constrain)
-    carry = _EvalCarry(env_state, ts.obs, jnp.ones(n, bool), jnp.zeros(n), jnp.zeros(n, bool))
 
-    def step(carry: _EvalCarry, key):
-        env_state, ts = env.step(carry.env_state, act(carry.obs), key)
-        success = carry.success | (carry.alive & ts.info["success"].astype(bool)) if has_success else carry.success
-        return _EvalCarry(
-            envs.constrain_env_state(env, env_state, constrain),
-            ts.obs,
-            carry.alive & ~(ts.terminated | ts.truncated),
-            carry.returns + jnp.where(carry.alive, ts.reward, 0.0),
-            success,
-        ), None
+    def step(env_state, actions, key):
+        env_state, ts = env.step(env_state, actions, key)
+        return envs.constrain_env_state(env, env_state, constrain), ts
 
-    carry, _ = jax.lax.scan(step, carry, jax.random.split(key_steps, horizon))
-    metrics = {"episode/return": carry.returns.mean(), "episode/count": jnp.asarray(n, jnp.float32)}
-    if has_success:
-        metrics["episode/success"] = carry.success.mean()
+    returns, success = run_episodes(step, envs.constrain_env_state(env, env_state, constrain), ts, act, key_steps, horizon)
+    metrics = {"episode/return": returns.mean(), "episode/count": jnp.asarray(env.num_envs, jnp.float32)}
+    if "success" in ts.info:
+        metrics["episode/success"] = success.mean()
     return metrics
 
 
