@@ -110,3 +110,12 @@ def test_iterate_killed_mid_round_resumes_on_its_snapshot_equal_to_uninterrupted
     assert json.loads((killed / "results.json").read_text()) == results
     assert _final_state_digest(killed) == _final_state_digest(whole)
     assert "round 2" in out.stdout
+
+
+def test_iterate_control_without_new_data_trains_on_the_base_dataset(table_run, tmp_path):
+    """`--episodes-per-round 0`: the same rounds of extra steps, no rollouts and no dataset snapshots."""
+    control = [*ITERATE[: ITERATE.index("--episodes-per-round")], "--episodes-per-round", "0", *ITERATE[ITERATE.index("--episodes-per-round") + 2 :]]
+    _run("experiments.cpl.iterate", tmp_path, "--dataset", str(table_run / "dataset"), *control)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["episodes_per_member"] for r in results["rounds"]] == [16, 16, 16]
+    assert not (tmp_path / "datasets").exists()

@@ -78,7 +78,7 @@ class RunConfig:
     hparams: CPLHyperparams = CPLHyperparams()
     rounds: int = 5  # self-improvement rounds after round 0
     round_updates: int = 5  # CPL updates per round (each cpl.steps_per_update gradient steps and an evaluation)
-    episodes_per_round: int = 25  # new episodes of each member's policy per round
+    episodes_per_round: int = 25  # new episodes of each member's policy per round (0: the no-new-data control)
     action_noise: float = 0.3  # σ of the collection's Gaussian action noise, in [−1, 1] units
     seeds: int = 5
     seed: int = 0
@@ -124,8 +124,9 @@ def round_key(member_key, k: int):
 
 def _check(run: RunConfig) -> None:
     for name in ("rounds", "round_updates", "episodes_per_round", "seeds"):
-        if getattr(run, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(run, name)}")
+        least = 0 if name == "episodes_per_round" else 1  # 0: the no-new-data control
+        if getattr(run, name) < least:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= {least}, got {getattr(run, name)}")
     if not run.action_noise >= 0:
         raise ConfigError(f"--action-noise must be >= 0, got {run.action_noise}")
 
@@ -143,8 +144,12 @@ def _trainer(run: RunConfig, env: str, datasets: list[OfflineData], mesh, k: int
 
 
 def _round_datasets(run: RunConfig, metadata, previous: list[OfflineData], agent: CPL, state, keys, value, k: int) -> list[OfflineData]:
-    """Every member's dataset of round k: its snapshot if written, else collected, grown and written."""
+    """Every member's dataset of round k: its snapshot if written, else collected, grown and written.
+    With `episodes_per_round` 0 (the control: the same extra steps without new data) the previous ones."""
     from jaxrl_si.data import tfds_io
+
+    if not run.episodes_per_round:
+        return previous
 
     directories = [run.run_dir / "datasets" / f"member_{m}" for m in range(run.seeds)]
     version = f"1.{k}.0"
