@@ -260,6 +260,15 @@ def _worker(spec_json: str) -> None:
     print(json.dumps({**result, "device": f"{jax.default_backend()}: {jax.devices()[0].device_kind}", "jax": jax.__version__}))
 
 
+def _emit(line: dict, out: str | None) -> None:
+    """Print one JSON line, and append it to `out` when given."""
+    print(json.dumps(line), flush=True)
+    if out:
+        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+        with open(out, "a", encoding="utf-8") as f:
+            f.write(json.dumps(line) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--purejaxrl", default=None, help="scratch directory holding PureJaxRL's ppo.py (adapted)")
@@ -273,6 +282,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900, help="seconds before a measurement is declared hung")
     parser.add_argument("--sweep", action="store_true", help="run the sweep benchmarks instead")
     parser.add_argument("--run-only", action="store_true", help="with --sweep: only the compiled sweep against 16 compiled runs, on one device")
+    parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -285,29 +295,29 @@ def main() -> None:
             try:
                 r = _run_in_subprocess(m, args)
             except subprocess.TimeoutExpired:
-                print(json.dumps({"name": m["name"], "seeds": m["seeds"], "round": round_index, "hung_after_s": args.timeout}), flush=True)
+                _emit({"name": m["name"], "seeds": m["seeds"], "round": round_index, "hung_after_s": args.timeout}, args.out)
                 continue
             except RuntimeError as error:  # a worker failed: say so, measure the rest
-                print(json.dumps({"name": m["name"], "seeds": m["seeds"], "round": round_index, "failed": str(error)[-600:]}), flush=True)
+                _emit({"name": m["name"], "seeds": m["seeds"], "round": round_index, "failed": str(error)[-600:]}, args.out)
                 continue
             key = (m["name"], m["seeds"])
             results.setdefault(key, []).append(r)
-            print(json.dumps({"name": m["name"], "seeds": m["seeds"], "round": round_index, **r, "machine": machine}), flush=True)
+            _emit({"name": m["name"], "seeds": m["seeds"], "round": round_index, **r, "machine": machine}, args.out)
 
     summary = {}
     for (name, seeds), runs in results.items():
         fields = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
         summary[(name, seeds)] = {field: statistics.median(r[field] for r in runs) for field in fields}
-        print(json.dumps({"name": name, "seeds": seeds, "round": "median", **summary[(name, seeds)]}))
+        _emit({"name": name, "seeds": seeds, "round": "median", **summary[(name, seeds)]}, args.out)
     for seeds in (1, 8):
         for other in ("purejaxrl", "baseline"):
             ours, ref = summary.get(("jaxrl_si/cartpole", seeds)), summary.get((f"{other}/cartpole", seeds))
             if ours and ref:
-                print(json.dumps({
+                _emit({
                     "name": f"ratio jaxrl_si/{other} cartpole", "seeds": seeds,
                     "env_steps_per_s": round(ours["env_steps_per_s"] / ref["env_steps_per_s"], 3),
                     "compile_s": round(ours["compile_s"] / ref["compile_s"], 3),
-                }))
+                }, args.out)
 
 
 if __name__ == "__main__":
