@@ -6,6 +6,7 @@
     python -m experiments.ppo ... --mesh 4 2          # (sweep, data) device mesh
     python -m experiments.ppo ... --cpu-devices 8     # XLA:CPU host devices (default: one per core)
     python -m experiments.ppo ... --resume            # continue from the latest checkpoint
+    python -m experiments.ppo ... --distributed --run-dir gs://BUCKET/ppo   # every worker of a pod slice
 
 Every (setting, seed) member runs in one vmapped, jitted program (`jaxrl_si.sweep`), in
 iterations of updates (`jaxrl_si.loop`): after each, metrics go to JSONL and TensorBoard, the
@@ -22,6 +23,10 @@ Writes to `--run-dir`: `config.json`, `metrics.jsonl` (one row per update and me
 (2-D grids), `final_return.png` (1-D grids) and `summary.json` (final return per member).
 `config.json` is written once the run is known to fit the directory: a refused `--resume`
 leaves it as it was. A mistake in the flags is one line on stderr and exit status 2.
+
+`--run-dir` may be a `gs://` URL. With several processes (`--distributed`, or
+`--coordinator-address`, `--num-processes`, `--process-id`; see `experiments/cli.py`) every
+process runs this same command; process 0 writes the files and prints.
 """
 
 from __future__ import annotations
@@ -29,13 +34,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import pathlib
 
 import numpy as np
+from etils import epath
 
 from experiments import cli
 from jaxrl_si import sweep
 from jaxrl_si.agents.ppo import PPO, PPOConfig, PPOHyperparams
+from jaxrl_si.distributed import is_main_process
 from jaxrl_si.parallel import expose_cpu_cores
 
 
@@ -52,7 +58,7 @@ class RunConfig:
     iterations: int = 20  # about this many iterations (checkpoints); rounded so that they divide the updates
     resume: bool = False  # continue from the latest complete checkpoint in run_dir
     max_to_keep: int = 3  # checkpoints kept; 0 keeps all
-    run_dir: pathlib.Path = pathlib.Path("runs/ppo")  # outputs (created)
+    run_dir: cli.RunDir = epath.Path("runs/ppo")  # outputs (created); a local path or gs://BUCKET/PATH
     final_window: int = 20  # updates averaged for the final return
 
 
@@ -85,8 +91,9 @@ def main(run: RunConfig) -> dict:
         "final_return_mean_per_setting": [round(float(x), 2) for x in np.nanmean(finals.reshape(-1, run.seeds), axis=1)],
         "wall_s_including_compile": round(result.seconds, 1),
     }
-    (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary))
+    if is_main_process():
+        (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(json.dumps(summary))
     return summary
 
 

@@ -42,7 +42,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import warnings
 from functools import partial
 from typing import Any, Self
@@ -52,6 +51,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+
+from jaxrl_si.paths import run_path
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +90,13 @@ class Restored:
 class Checkpointer:
     """Saves `(state, history, config, extra)` once per step in `directory`; restores the newest good one.
 
+    Every process of a multi-process run constructs it and calls `save` / `restore_latest` /
+    `delete_steps_after` in the same order: Orbax writes each process's shards and joins the
+    processes at its barriers; the metadata is written once.
+
     Args:
-      directory: where the step directories `<step>/` go (made absolute, created if missing).
+      directory: where the step directories `<step>/` go: a local path (made absolute, created
+        if missing) or a `gs://` URL (`jaxrl_si.paths`).
       max_to_keep: newest steps kept on disk (None: all).
       async_save: write in a background thread; `save` returns after the device-to-host copy.
     """
@@ -99,7 +105,7 @@ class Checkpointer:
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, enable_async_checkpointing=async_save, cleanup_tmp_directories=True
         )
-        self.directory = os.path.abspath(directory)
+        self.directory = run_path(directory)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
         # Orbax removes unfinished saves (`<step>.orbax-checkpoint-tmp*`) in a background thread
         # that only its next `save` waits for (orbax-checkpoint 0.12.8): a restore or a `close`
@@ -282,7 +288,8 @@ def state_digest(tree) -> str:
     """
     leaves = [(path, jnp.asarray(leaf)) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
     partials = jax.device_get([[_shard_sums(leaf, shard) for shard in _distinct_shards(leaf)] for _, leaf in leaves])
-    sums = np.stack([np.sum(np.stack(parts), axis=0, dtype=np.uint32) for parts in partials]) if leaves else np.zeros((0, 2), np.uint32)
+    # A process may hold no distinct shard of a leaf (a replicated leaf's replica 0 lies on process 0): it adds zeros.
+    sums = np.array([np.sum(np.reshape(parts, (-1, 2)), axis=0, dtype=np.uint32) for parts in partials], np.uint32).reshape(-1, 2)
     if jax.process_count() > 1:  # each process summed its own shards
         sums = np.sum(multihost_utils.process_allgather(sums), axis=0, dtype=np.uint32)
     digest = hashlib.sha256()

@@ -19,6 +19,13 @@ config differs from the requested run, rewrites `metrics.jsonl` from the restore
 continues. The result equals an uninterrupted run bit for bit on the same mesh. A fresh run
 refuses a run directory that already holds checkpoints.
 
+Several processes (a pod slice; `jaxrl_si.distributed`) run the same loop in step: the mesh
+spans every process's devices, each process holds the shards on its own devices, the metrics
+are gathered to every host, checkpoints are saved and restored by all processes together, and
+only the main process writes `metrics.jsonl` and TensorBoard and shows the progress bar. The
+run directory may be local or `gs://` (`jaxrl_si.paths`); a restore takes its shardings from the
+current mesh, so a run may resume on another number of processes and devices.
+
 `Trainer` is the adapter between an agent (`jaxrl_si/agents/README.md`: a frozen object with
 `init`, `update` and a few sizes) and this loop; agents import nothing from here.
 """
@@ -27,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import pathlib
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -42,8 +49,19 @@ from tqdm import tqdm
 
 from jaxrl_si import checkpoint as ckpt
 from jaxrl_si import metrics as stats
+from jaxrl_si.distributed import is_main_process
 from jaxrl_si.errors import ConfigError
-from jaxrl_si.parallel import batch_constraint, check_divides_data_axis, shard_members, vmap_members
+from jaxrl_si.parallel import (
+    batch_constraint,
+    check_divides_data_axis,
+    check_spans_processes,
+    constrain_members,
+    place,
+    shard_members,
+    to_host,
+    vmap_members,
+)
+from jaxrl_si.paths import run_path
 from jaxrl_si.sinks import MetricWriter, metric_row
 
 
@@ -92,6 +110,7 @@ class Trainer:
                 f"choose one of {divisors}"
             )
         check_divides_data_axis(self.mesh, **self.agent.data_parallel_sizes)
+        check_spans_processes(self.mesh)
 
     @classmethod
     def build(cls, build_agent: Callable[..., Agent], config: Any, updates_per_iteration: int, *, mesh: Mesh | None = None, **kwargs) -> Trainer:
@@ -122,6 +141,9 @@ class Trainer:
     def compiled(self) -> tuple[Callable, Callable]:
         """`jit(vmap(init))` and `jit(vmap(iterate))` over members (compiled at their first call).
 
+        `init`'s state comes out laid out as an iteration leaves it (`constrain_members`), so
+        `iterate` compiles once, not once for the first call and again for the rest.
+
         An agent's `data` goes in as an argument (bound here), so the programs hold no copy of
         it: a dataset closed over by jit would be baked into the program as a literal (measured
         on jax 0.10: a 32 MB array became 64 MB of HLO text). It is unbatched (one copy read by
@@ -130,11 +152,12 @@ class Trainer:
         """
         data = getattr(self.agent, "data", None)
         if data is None:
-            return jax.jit(vmap_members(self.init, self.mesh)), jax.jit(vmap_members(self.iterate, self.mesh))
+            init = vmap_members(self.init, self.mesh)
+            return jax.jit(lambda *args: constrain_members(init(*args), self.mesh)), jax.jit(vmap_members(self.iterate, self.mesh))
         data_axis = 0 if self.data_per_member else None
-        data = _place(data, self.mesh) if self.data_per_member else jax.device_put(data, None if self.mesh is None else NamedSharding(self.mesh, P()))
-        init, iterate = (jax.jit(vmap_members(self._reading(method), self.mesh, in_axes=(data_axis, 0, 0))) for method in (Trainer.init, Trainer.iterate))
-        return functools.partial(init, data), functools.partial(iterate, data)
+        data = _place(data, self.mesh) if self.data_per_member else place(data, _sharding(self.mesh, P()))
+        init, iterate = (vmap_members(self._reading(method), self.mesh, in_axes=(data_axis, 0, 0)) for method in (Trainer.init, Trainer.iterate))
+        return functools.partial(jax.jit(lambda *args: constrain_members(init(*args), self.mesh)), data), functools.partial(jax.jit(iterate), data)
 
     def _reading(self, method: Callable) -> Callable:
         """`method(self, hparams, x)` as `fn(data, hparams, x)`, the agent rebound to the (traced) `data`."""
@@ -164,7 +187,7 @@ def run(
     hparams: Any,
     keys: PRNGKeyArray,
     *,
-    run_dir: str | pathlib.Path,
+    run_dir: str | os.PathLike,
     run_config: Mapping[str, Any] | None = None,
     member_labels: Sequence[Mapping[str, int] | None] | None = None,
     resume: bool = False,
@@ -181,7 +204,7 @@ def run(
       trainer: the agent in iterations (see `Trainer`).
       hparams: the members' hyperparameters, every leaf `[M]`.
       keys: `[M]` typed PRNG keys, one per member.
-      run_dir: receives `metrics.jsonl`, `tb/` and `checkpoints/<iteration>`.
+      run_dir: receives `metrics.jsonl`, `tb/` and `checkpoints/<iteration>`; local or `gs://`.
       run_config: extra JSON describing the run; with the trainer's config, hyperparameters
         and keys it must match the checkpoint's on resume (mismatches name the fields).
       member_labels: per-member dicts added to each metric row (e.g. setting and seed index);
@@ -202,23 +225,24 @@ def run(
     checkpoints) before anything is written.
     """
     start_time = time.perf_counter()
-    run_dir = pathlib.Path(run_dir)
+    run_dir = run_path(run_dir)
     trainer.check_members(len(keys))
-    hparams, keys = _place((hparams, keys), trainer.mesh)
     config = _checkpoint_config(trainer, hparams, keys, run_config)
+    hparams, keys = _place((hparams, keys), trainer.mesh)
     labels = member_labels if member_labels is not None else [{} for _ in range(len(keys))]
+    main = is_main_process()
     with ckpt.Checkpointer(run_dir / "checkpoints", max_to_keep=max_to_keep, async_save=async_checkpoints) as saver:
         start, state, history = _initial_state(trainer, hparams, keys, saver, config, resume, run_dir, initial_state)
         if on_start is not None:
             on_start()
-        writer = MetricWriter(run_dir, group="member", resume_env_steps=_env_steps(trainer, start, 0) if start else None)
+        writer = MetricWriter(run_dir, group="member", resume_env_steps=_env_steps(trainer, start, 0) if start else None, active=main)
         _replay(writer, trainer, history, labels)
         _, iterate_members = trainer.compiled
         steps_per_iteration = trainer.updates_per_iteration * trainer.env_steps_per_update * len(keys)
-        bar = tqdm(total=trainer.num_iterations * steps_per_iteration, initial=start * steps_per_iteration, unit="step", unit_scale=True, desc=desc)
+        bar = tqdm(total=trainer.num_iterations * steps_per_iteration, initial=start * steps_per_iteration, unit="step", unit_scale=True, desc=desc, disable=not main)
         for iteration in range(start, trainer.num_iterations):
             state, metrics = iterate_members(hparams, state)
-            metrics = {k: np.asarray(v) for k, v in metrics.items()}  # blocks: one iteration in flight
+            metrics = to_host(metrics)  # blocks: one iteration in flight
             history = {k: np.concatenate([history[k], v], axis=1) if k in history else v for k, v in metrics.items()}
             latest = _log_iteration(writer, trainer, metrics, iteration, labels)
             if after_iteration is not None:
@@ -240,11 +264,12 @@ def _initial_state(trainer: Trainer, hparams, keys, saver: ckpt.Checkpointer, co
             f"resume it (resume=True, --resume) or choose another run directory"
         )
     if resume:
-        target = ckpt.abstract_target(jax.eval_shape(init_members, hparams, keys), _member_sharding(trainer.mesh))
+        target = ckpt.abstract_target(jax.eval_shape(init_members, hparams, keys), _sharding(trainer.mesh, P("sweep")))
         restored = saver.restore_latest(target, config=config)
         if restored is not None:
             saver.delete_steps_after(restored.step)
-            tqdm.write(f"resumed {run_dir} from the checkpoint of iteration {restored.step}/{trainer.num_iterations}", file=sys.stderr)
+            if is_main_process():
+                tqdm.write(f"resumed {run_dir} from the checkpoint of iteration {restored.step}/{trainer.num_iterations}", file=sys.stderr)
             return restored.step, restored.state, dict(restored.history)
     return 0, init_members(hparams, keys) if initial_state is None else _place(initial_state, trainer.mesh), {}
 
@@ -324,23 +349,21 @@ def _place(tree, mesh: Mesh | None):
     return shard_members(tree, mesh)
 
 
-def _member_sharding(mesh: Mesh | None):
-    return SingleDeviceSharding(jax.devices()[0]) if mesh is None else NamedSharding(mesh, P("sweep"))
+def _sharding(mesh: Mesh | None, spec: P):
+    """`spec` over `mesh`, or the default device without a mesh."""
+    return SingleDeviceSharding(jax.devices()[0]) if mesh is None else NamedSharding(mesh, spec)
 
 
 def _checkpoint_config(trainer: Trainer, hparams, keys, run_config) -> dict:
     """What a checkpoint must agree on to be resumed: static config, members, iterations."""
-    members = {
-        name: np.asarray(value).tolist()
-        for name, value in zip(_field_names(hparams), jax.tree.leaves(hparams), strict=True)
-    }
+    members = {name: value.tolist() for name, value in zip(_field_names(hparams), to_host(jax.tree.leaves(hparams)), strict=True)}
     return {
         "algorithm": type(trainer.config).__name__,
         "config": ckpt.json_value(dataclasses.asdict(trainer.config), stringify=True),
         "num_iterations": trainer.num_iterations,
         "updates_per_iteration": trainer.updates_per_iteration,
         "hparams": members,
-        "keys": np.asarray(jax.random.key_data(keys)).tolist(),
+        "keys": to_host(jax.random.key_data(keys)).tolist(),
         "run": ckpt.json_value(dict(run_config or {}), stringify=True),
     }
 

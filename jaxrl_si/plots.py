@@ -2,24 +2,29 @@
 curves with confidence intervals in panels, and win-rate matrices.
 
 Matplotlib is imported on first use (Agg backend), so importing this module costs nothing.
+Figures are saved through `jaxrl_si.paths`, so a run directory on `gs://` receives them too;
+the image format follows the file's suffix (`.png`, `.pdf`, `.svg`).
 """
 
 from __future__ import annotations
 
-import pathlib
+import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from etils import epath
+
+from jaxrl_si.paths import run_path
 
 
 def plot_learning_curves(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    path: str | pathlib.Path,
+    path: str | os.PathLike,
     *,
     xlabel: str = "environment steps",
     ylabel: str = "episode return",
     title: str = "",
-) -> pathlib.Path:
+) -> epath.Path:
     """One line per setting: the mean over seeds, with a min-max band.
 
     Args:
@@ -54,10 +59,10 @@ def plot_heatmap(
     row_values: Sequence[float],
     column_values: Sequence[float],
     names: Sequence[str],
-    path: str | pathlib.Path,
+    path: str | os.PathLike,
     *,
     label: str = "final return (mean over seeds)",
-) -> pathlib.Path:
+) -> epath.Path:
     """A 2-D grid sweep as a heat map, each cell annotated with its value.
 
     Args:
@@ -83,8 +88,8 @@ def plot_heatmap(
 
 
 def plot_metric_vs_value(
-    values: Sequence[float], scores: np.ndarray, name: str, path: str | pathlib.Path, *, label: str = "final return"
-) -> pathlib.Path:
+    values: Sequence[float], scores: np.ndarray, name: str, path: str | os.PathLike, *, label: str = "final return"
+) -> epath.Path:
     """A 1-D sweep: score against the swept value, mean over seeds with each seed as a dot.
 
     Args:
@@ -105,13 +110,13 @@ def plot_metric_vs_value(
 def plot_interval_panels(
     x: np.ndarray,
     panels: Mapping[str, Mapping[str, np.ndarray]],
-    path: str | pathlib.Path,
+    path: str | os.PathLike,
     *,
     xlabel: str,
     ylabel: str,
     title: str = "",
     sharey: bool = True,
-) -> pathlib.Path:
+) -> epath.Path:
     """One panel per group, one line per curve: the mean over seeds with a 95 % Student-t band.
 
     Args:
@@ -145,7 +150,7 @@ def plot_interval_panels(
     return _save(fig, path)
 
 
-def plot_win_rate_matrices(matrices: Mapping[str, np.ndarray], path: str | pathlib.Path, *, title: str = "") -> pathlib.Path:
+def plot_win_rate_matrices(matrices: Mapping[str, np.ndarray], path: str | os.PathLike, *, title: str = "") -> epath.Path:
     """Heat maps of W[i, j] = P(iterate i ≻ iterate j), one per name, and the final iterate's row.
 
     Args:
@@ -178,11 +183,11 @@ def plot_win_rate_matrices(matrices: Mapping[str, np.ndarray], path: str | pathl
 
 def plot_interval_bars(
     panels: Mapping[str, Mapping[str, Mapping[str, float | None]]],
-    path: str | pathlib.Path,
+    path: str | os.PathLike,
     *,
     ylabel: str,
     title: str = "",
-) -> pathlib.Path:
+) -> epath.Path:
     """One panel per group, one bar per name: a mean with its interval (`experiments.report.mean_interval` cells).
 
     Args:
@@ -207,7 +212,7 @@ def plot_interval_bars(
     return _save(fig, path)
 
 
-def _finish(fig, ax, path, *, xlabel: str, ylabel: str, title: str = "") -> pathlib.Path:
+def _finish(fig, ax, path, *, xlabel: str, ylabel: str, title: str = "") -> epath.Path:
     """Labels, grid and legend on a line plot, then save it."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -221,9 +226,10 @@ def _finish(fig, ax, path, *, xlabel: str, ylabel: str, title: str = "") -> path
     return _save(fig, path)
 
 
-def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
-    path = pathlib.Path(path)
-    fig.savefig(path, bbox_inches="tight")  # keeps a legend placed outside the axes
+def _save(fig, path: str | os.PathLike) -> epath.Path:
+    path = run_path(path)
+    with path.open("wb") as f:  # a file object: matplotlib would write a gs:// name as a local path
+        fig.savefig(f, format=path.suffix.lstrip(".") or "png", bbox_inches="tight")  # bbox: keeps a legend placed outside the axes
     fig.clf()
     _pyplot().close(fig)
     return path

@@ -42,6 +42,7 @@ import itertools
 import json
 import math
 import operator
+import os
 import pathlib
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -49,10 +50,13 @@ from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 
 from jaxrl_si import loop
+from jaxrl_si.distributed import is_main_process
 from jaxrl_si.errors import ConfigError
 from jaxrl_si.metrics import final_episode_return, smoothed_episode_return
+from jaxrl_si.paths import run_path
 from jaxrl_si.plots import plot_heatmap, plot_learning_curves, plot_metric_vs_value
 
 DISTRIBUTIONS = ("uniform", "loguniform", "choice")
@@ -265,7 +269,7 @@ def run(
     spec: Spec,
     *,
     base_hparams: Any,
-    run_dir: str | pathlib.Path,
+    run_dir: str | os.PathLike,
     seeds: int = 1,
     seed: int = 0,
     members_per_chunk: int | None = None,
@@ -288,7 +292,7 @@ def run(
     """
     if seeds < 1:
         raise ConfigError(f"seeds must be positive, got {seeds}")
-    run_dir = pathlib.Path(run_dir)
+    run_dir = run_path(run_dir)
     setting_list = settings(spec)
     hparams = member_hparams(base_hparams, setting_list, seeds)
     keys = member_keys(seed, len(setting_list), seeds)
@@ -319,7 +323,8 @@ def run(
         seconds += result.seconds
     history = {k: np.concatenate([h[k] for h in histories]) for k in histories[0]}
     table = member_table(trainer, spec, setting_list, history, seeds, final_window)
-    write_outputs(trainer, spec, setting_list, table, history, seeds, run_dir, final_window)
+    if is_main_process():
+        write_outputs(trainer, spec, setting_list, table, history, seeds, run_dir, final_window)
     return SweepResult(setting_list, table, history, seconds)
 
 
@@ -364,7 +369,7 @@ def _round(x) -> float | None:
     return round(float(x), 4) if np.isfinite(x) else None
 
 
-def write_outputs(trainer, spec, setting_list, table, history, seeds: int, run_dir: pathlib.Path, smoothing: int = 20) -> None:
+def write_outputs(trainer, spec, setting_list, table, history, seeds: int, run_dir: epath.Path, smoothing: int = 20) -> None:
     """`table.csv`, `table.json`, `curves.png`, and `heatmap.png` / `final_return.png` for grids.
 
     Curves are episode-weighted moving averages over `smoothing` updates (per-update returns
@@ -373,7 +378,7 @@ def write_outputs(trainer, spec, setting_list, table, history, seeds: int, run_d
     env_steps = [(i + 1) * trainer.updates_per_iteration * trainer.env_steps_per_update for i in range(trainer.num_iterations)]
     (run_dir / "table.json").write_text(json.dumps({"sweep": _describe(spec), "env_steps": env_steps, "members": table}, indent=1))
     columns = [k for k in table[0] if k != "curve"]
-    with open(run_dir / "table.csv", "w", newline="", encoding="utf-8") as f:
+    with (run_dir / "table.csv").open("w") as f:  # csv's own \r\n line ends (POSIX text files do not translate them)
         writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(table)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from cpu_devices import cpu_devices_env
+from cpu_devices import cpu_devices_env, run_on_cpu_devices
 
 from jaxrl_si import checkpoint, loop, sweep
 from jaxrl_si.agents.ppo import PPO, PPOConfig, PPOHyperparams
@@ -151,6 +151,32 @@ def test_members_spread_over_host_devices_without_deadlock(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "mesh: {'sweep': 2, 'data': 1} of 2 cpu devices" in out.stdout
     assert len(_metric_rows(tmp_path)) == 2 * 32
+
+
+ONE_COMPILE = """
+import sys
+import jax, numpy as np
+from jaxrl_si import loop
+from jaxrl_si.agents.ppo import PPO, PPOConfig, PPOHyperparams
+from jaxrl_si.parallel import make_mesh, shard_members
+
+mesh = make_mesh(int(sys.argv[1]), int(sys.argv[2]))
+config = PPOConfig(env="probe:action_reward", num_envs=8, rollout_length=4, num_minibatches=2, hidden_sizes=(16,), total_env_steps=96)
+init, iterate = loop.Trainer.build(PPO.build, config, 1, mesh=mesh).compiled
+hparams = jax.tree.map(lambda x: np.full((2,), x, np.float32), PPOHyperparams())
+hparams, keys = shard_members((hparams, jax.random.split(jax.random.key(0), 2)), mesh)
+state = init(hparams, keys)
+for _ in range(2):
+    state, _ = iterate(hparams, state)
+assert iterate._cache_size() == 1, iterate._cache_size()
+print("OK")
+"""
+
+
+@pytest.mark.parametrize("mesh", [(2, 1), (1, 2)])
+def test_iterate_compiles_once_over_a_mesh(mesh):
+    """init's state is laid out as an iteration leaves it, so the second iteration reuses the first's program."""
+    run_on_cpu_devices(ONE_COMPILE, *mesh, devices=2, xla_flags="--xla_backend_optimization_level=0")
 
 
 def test_members_that_do_not_divide_the_mesh_are_one_line(tmp_path):

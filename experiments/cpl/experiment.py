@@ -32,6 +32,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from etils import epath
 
 from experiments import cli
 from experiments.report import format_interval, mean_interval
@@ -75,7 +76,7 @@ class RunConfig:
     cpu_devices: int = 0  # XLA:CPU host devices when run as a script; 0: one per core
     iterations: int = 10  # checkpoints per method run
     resume: bool = False
-    run_dir: pathlib.Path = pathlib.Path("runs/cpl")
+    run_dir: cli.RunDir = epath.Path("runs/cpl")
     final_window: int = 3  # evaluations averaged for the final return
 
 

@@ -42,6 +42,7 @@ import pathlib
 
 import jax
 import numpy as np
+from etils import epath
 
 from experiments import cli
 from experiments.cpl.experiment import CPU_CPL, load_or_generate
@@ -85,7 +86,7 @@ class RunConfig:
     mesh: tuple[int, int] | None = None  # (sweep, data) mesh sizes; default: members over the devices that divide them
     cpu_devices: int = 0  # XLA:CPU host devices when run as a script; 0: one per core
     resume: bool = False
-    run_dir: pathlib.Path = pathlib.Path("runs/cpl_iterate")
+    run_dir: cli.RunDir = epath.Path("runs/cpl_iterate")
 
 
 def main(run: RunConfig) -> dict:

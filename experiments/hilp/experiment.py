@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from tqdm import tqdm
 
 from experiments import cli
@@ -76,7 +77,7 @@ class RunConfig:
     cpu_devices: int = 0  # XLA:CPU host devices when run as a script; 0: one per core
     iterations: int = 10  # checkpoints per representation
     resume: bool = False
-    run_dir: pathlib.Path = pathlib.Path("runs/hilp")
+    run_dir: cli.RunDir = epath.Path("runs/hilp")
 
 
 def main(run: RunConfig) -> dict:

@@ -21,6 +21,7 @@ import pathlib
 
 import jax
 import numpy as np
+from etils import epath
 
 from experiments import cli
 from experiments.hilp.experiment import load_or_generate
@@ -53,7 +54,7 @@ class RunConfig:
     cpu_devices: int = 0
     iterations: int = 10
     resume: bool = False
-    run_dir: pathlib.Path = pathlib.Path("runs/hilp_zero_shot")
+    run_dir: cli.RunDir = epath.Path("runs/hilp_zero_shot")
 
 
 def main(run: RunConfig) -> dict:

@@ -33,6 +33,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from tqdm import tqdm
 
 from experiments import cli
@@ -84,7 +85,7 @@ class RunConfig:
     mesh: tuple[int, int] | None = None  # (sweep, data); default: members over the devices that divide them
     cpu_devices: int = 0  # XLA:CPU host devices when run as a script; 0: one per core
     resume: bool = False
-    run_dir: pathlib.Path = pathlib.Path("runs/self_improve")
+    run_dir: cli.RunDir = epath.Path("runs/self_improve")
 
 
 def main(run: RunConfig) -> dict:

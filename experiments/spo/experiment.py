@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import pathlib
 
 import jax
+from etils import epath
 
 from experiments import cli
 from experiments.spo import analysis
@@ -47,7 +47,7 @@ class RunConfig:
     cpu_devices: int = 0  # XLA:CPU host devices when run as a script; 0: one per core
     iterations: int = 20  # about this many iterations (checkpoints, points of the win-rate matrices)
     resume: bool = False  # continue from the latest complete checkpoint in run_dir
-    run_dir: pathlib.Path = pathlib.Path("runs/spo")  # outputs (created)
+    run_dir: cli.RunDir = epath.Path("runs/spo")  # outputs (created)
     final_window: int = 20  # updates averaged for the final return
     matrices: bool = True  # compute the iterate-vs-iterate win-rate matrices (intransitive and non-Markovian oracles)
 

@@ -37,10 +37,10 @@ import dataclasses
 import importlib.util
 import itertools
 import json
-import pathlib
 import time
 
 import numpy as np
+from etils import epath
 
 from experiments import cli
 from experiments.spr.aggregate import aggregate_scores, paper_table
@@ -81,7 +81,7 @@ class RunConfig:
     eval_envs: int = 10  # evaluation games per seed played at once (capped at eval_episodes, which it must divide)
     noop_max: int = 30  # random no-ops at each reset
     max_episode_steps: int = 27_000  # training time limit per game (an episode end for the learner)
-    run_dir: pathlib.Path = pathlib.Path("runs/spr_atari")  # outputs (created)
+    run_dir: cli.RunDir = epath.Path("runs/spr_atari")  # outputs (created)
 
     def __post_init__(self):
         if self.config.env:

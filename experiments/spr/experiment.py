@@ -34,6 +34,7 @@ import json
 import pathlib
 
 import numpy as np
+from etils import epath
 
 from experiments import cli, report
 from jaxrl_si import envs, plots, sweep
@@ -74,7 +75,7 @@ class RunConfig:
     cpu_devices: int = 0  # XLA:CPU host devices when run as a script; 0: one per core
     iterations: int = 10  # about this many iterations (checkpoints) per run
     resume: bool = False  # continue every run from its latest complete checkpoint
-    run_dir: pathlib.Path = pathlib.Path("runs/spr")  # outputs (created)
+    run_dir: cli.RunDir = epath.Path("runs/spr")  # outputs (created)
     final_window: int = 4  # updates averaged for the final evaluation return
 
     def __post_init__(self):
