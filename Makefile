@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
-PYTEST_ARGS ?= -m "not slow" -n 2
+PYTEST_ARGS ?= -m "not slow" -n 2 --durations=25  # the slowest tests, to keep the suite near 15 minutes
 
 .PHONY: demo test test-slow clean
 
