@@ -33,4 +33,4 @@ SELF_IMPROVE_DATA_PARALLEL = textwrap.dedent(
 
 
 def test_self_improvement_split_over_data_equals_one_device():
-    run_on_cpu_devices(SELF_IMPROVE_DATA_PARALLEL, devices=4)
+    run_on_cpu_devices(SELF_IMPROVE_DATA_PARALLEL, devices=4, xla_flags="--xla_backend_optimization_level=0")  # compile-bound
