@@ -4,7 +4,10 @@ A thin wrapper over `orbax.checkpoint.CheckpointManager` (async, atomic, `max_to
 step directory holds up to three `ocp.args.Composite` items:
 
 - `state`: any pytree of arrays (typed PRNG keys and Python scalars included), written sharded
-  as it lies on the mesh and restored onto the shardings of the caller's target;
+  as it lies on the mesh and restored onto the shardings of the caller's target; Orbax refuses
+  zero-size arrays (MJX's `Data` holds several, e.g. `act` of a model without activations), so
+  they are written as empty nodes and rebuilt from the target's shape, dtype and sharding (they
+  hold no values; the digest still covers their paths, shapes and dtypes);
 - `history`: the host metric arrays of non-zero size, stored by index (metric names hold `/`,
   which Orbax would read as nesting);
 - `meta` (JSON): the run's config, the caller's `extra`, every history array's name, shape and
@@ -42,6 +45,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import warnings
 from functools import partial
 from typing import Any, Self
@@ -136,7 +140,7 @@ class Checkpointer:
             "history": [[name, list(value.shape), value.dtype.str] for name, value in history.items()],
             "history_digest": _history_digest(history),
         }
-        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+        items = {"state": ocp.args.StandardSave(_without_empty_leaves(state)), "meta": ocp.args.JsonSave(meta)}
         stored = _stored_history(history.values())
         if stored:  # Orbax refuses an empty item and zero-size arrays; meta alone rebuilds those
             items["history"] = ocp.args.StandardSave(stored)
@@ -205,7 +209,7 @@ class Checkpointer:
         return meta
 
     def _restore_step(self, step: int, abstract, meta: dict) -> Restored:
-        requests = {"state": ocp.args.StandardRestore(abstract)}
+        requests = {"state": ocp.args.StandardRestore(_without_empty_leaves(abstract))}
         layout = [(name, tuple(shape), np.dtype(dtype)) for name, shape, dtype in meta["history"]]
         stored = _stored_history(np.zeros(shape, dtype) for _, shape, dtype in layout)
         if stored:
@@ -215,7 +219,7 @@ class Checkpointer:
             name: np.asarray(items["history"][f"{i}"]) if f"{i}" in stored else np.zeros(shape, dtype)
             for i, (name, shape, dtype) in enumerate(layout)
         }
-        return Restored(step, items["state"], history, meta["extra"])
+        return Restored(step, _with_empty_leaves(items["state"], abstract), history, meta["extra"])
 
     def _report(self, step: int, reason: str) -> str:
         older = [s for s in self.all_steps() if s < step]
@@ -273,6 +277,28 @@ def _abstract_leaf(x, sharding):
     if type(x) in (int, float, bool):
         return x
     return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding or getattr(x, "sharding", None))
+
+
+def _is_empty(leaf) -> bool:
+    return type(leaf) not in (int, float, bool) and leaf is not None and math.prod(np.shape(leaf)) == 0
+
+
+def _without_empty_leaves(tree):
+    """`tree` with its zero-size array leaves replaced by None (an empty node to Orbax)."""
+    return jax.tree.map(lambda x: None if _is_empty(x) else x, tree)
+
+
+def _with_empty_leaves(restored, abstract):
+    """`restored` (from `_without_empty_leaves(abstract)`) with the zero-size leaves of `abstract` rebuilt."""
+    abstract_leaves, treedef = jax.tree_util.tree_flatten(abstract)
+    restored_leaves = iter(jax.tree_util.tree_leaves(restored))
+    leaves = [_empty_array(x) if _is_empty(x) else next(restored_leaves) for x in abstract_leaves]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _empty_array(spec: jax.ShapeDtypeStruct) -> jax.Array:
+    empty = jnp.zeros(spec.shape, spec.dtype)
+    return empty if spec.sharding is None else jax.device_put(empty, spec.sharding)
 
 
 def state_digest(tree) -> str:

@@ -34,6 +34,7 @@ def _state(scale: float = 1.0) -> dict:
         "key": jax.random.split(jax.random.key(3), 4),
         "done": jnp.array([True, False]),
         "iteration": int(scale),  # a Python scalar leaf
+        "mjx_act": jnp.zeros((4, 0), jnp.float32),  # zero-size leaves (MJX Data has them), which Orbax refuses
     }
 
 
