@@ -195,13 +195,20 @@ def test_spo_and_rlhf_learn_at_paper_scale():
         assert first < -1000 and last > bound, (methods, oracles, first, last)
 
 
-def test_reacher_features_rebuild_its_reward():
-    """Brax reacher's features (distance, ‖a‖², tip speed²) give its reward with w = (−1, −1, 0)."""
-    ppo = dataclasses.replace(pp.PENDULUM_PPO, env="brax:reacher", num_envs=2, num_minibatches=2, total_env_steps=400, hidden_sizes=(16,))
+@pytest.mark.parametrize(
+    "env",
+    [
+        "brax:reacher",  # features (distance, ‖a‖², tip speed²), w = (−1, −1, 0)
+        pytest.param("playground:CartpoleSwingup", marks=pytest.mark.slow),  # (r, upright, x², θ̇²), w = (1, 0, 0, 0); 40 s to compile
+    ],
+)
+def test_task_features_rebuild_its_reward(env):
+    """A task's features, weighted by its true weights, give the env's reward at every step."""
+    ppo = dataclasses.replace(pp.PENDULUM_PPO, env=env, num_envs=2, num_minibatches=2, total_env_steps=400, hidden_sizes=(16,))
     agent = pp.PreferencePPO.build(pp.PreferencePPOConfig(ppo=ppo, methods=("ppo",), oracles=("constrained",)))
     state = jax.jit(agent.init)(HPARAMS, jax.random.key(0))
     episodes = jax.jit(agent.episodes)(state, jax.random.key(1))
     assert episodes.reward.shape == (2, 200)
     weights = jnp.asarray(agent.config.task.true_weights)
     np.testing.assert_allclose(episodes.features @ weights, episodes.reward, rtol=1e-5, atol=1e-5)
-    assert bool(jnp.all(episodes.features >= 0))
+    assert bool(jnp.all(episodes.features >= 0)) and bool(jnp.any(episodes.reward != 0))

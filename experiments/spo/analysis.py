@@ -69,7 +69,7 @@ def table(trainer, result, evaluation, seeds: int) -> list[dict[str, Any]]:
 def markdown(rows: list[dict[str, Any]]) -> str:
     constrained = "constraint_satisfied" in rows[0]
     header = "| method | oracle | setting | final return (training, last updates) | return of final policy (fresh episodes) |"
-    header += " speed limit kept |" if constrained else ""
+    header += " constraint kept |" if constrained else ""
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in rows:
         line = f"| {r['method']} | {r['oracle']} | {r['setting'] or '-'} | {format_interval(r['final_return'])} | {format_interval(r['eval_return'])} |"

@@ -29,6 +29,17 @@ r = −distance − ‖a‖², so w_true = (−1, −1, 0). Returns run from abo
 fingertip faster than 1 m/s (speed² ≤ 1; PPO's trained episodes peak at 0.15–3.6).
 Annotators: the task's weights, a distance-focused (−1, −0.1, 0) and a gentle one
 (−1, −1, −0.05).
+
+MuJoCo Playground `CartpoleSwingup` with a 200-step time limit (DM Control's cart-pole, the pole
+hanging down at the start with 0.01 noise: near-fixed starts, as the paper's MuJoCo tasks): the
+reward is a product, r = upright · centred · small_control · small_velocity (each in [0, 1];
+Tassa et al. 2018), so it is a feature of its own: φ = (r, upright, cart position², pole angular
+speed²) after the step, w_true = (1, 0, 0, 0). Returns run from about 20 (flailing) to about 65
+(PPO after 5·10^5 steps) and beyond 100 (a swing-up held upright); the temperatures are 5.
+`constrained`: never move the cart more than 0.5 m from the centre of its ±1.8 m rail
+(x² ≤ 0.25 at every step; a short lab rail), so a swing-up must pump within a narrow span.
+Annotators: the task's reward, an upright-only one (0, 1, 0, 0) that ignores centring, effort
+and speed, and a centring one (1, 0, −0.5, 0).
 """
 
 from __future__ import annotations
@@ -83,17 +94,17 @@ def task(env: str) -> PreferenceTask:
     return TASKS[env]
 
 
-def _oracle_presets(*, scale: float, annotators, speed_feature: int, speed_limit: float) -> dict[str, Oracle]:
+def _oracle_presets(*, scale: float, annotators, capped_feature: int, cap: float) -> dict[str, Oracle]:
     """The seven presets of a task: `scale` is the BT temperature and Thurstone noise (a return
     difference that decides 73 % of labels), `annotators` the three weightings of `mixture` and
-    `majority`, and `constrained` caps feature `speed_feature` at `speed_limit` on every step."""
+    `majority`, and `constrained` caps feature `capped_feature` at `cap` on every step."""
     return {
         "bt": BradleyTerry(temperature=scale),
         "hard": HardLabels(),
         "thurstone": Thurstone(noise_std=scale),
         "flip": LabelFlip(flip_rate=0.2),
         "mixture": AnnotatorMixture(annotators, (1.0, 1.0, 1.0), temperature=scale),
-        "constrained": ConstrainedReturn(feature=speed_feature, limit=speed_limit, temperature=scale),
+        "constrained": ConstrainedReturn(feature=capped_feature, limit=cap, temperature=scale),
         "majority": MajorityVote(annotators),
     }
 
@@ -113,7 +124,7 @@ PENDULUM = PreferenceTask(
     feature_names=("angle_sq", "speed_sq", "torque_sq"),
     true_weights=_PENDULUM_TRUE,
     features=_pendulum_features,
-    oracles=_oracle_presets(scale=20.0, annotators=_PENDULUM_ANNOTATORS, speed_feature=1, speed_limit=36.0),
+    oracles=_oracle_presets(scale=20.0, annotators=_PENDULUM_ANNOTATORS, capped_feature=1, cap=36.0),
 )
 
 
@@ -134,8 +145,32 @@ REACHER = PreferenceTask(
     feature_names=("distance", "torque_sq", "tip_speed_sq"),
     true_weights=_REACHER_TRUE,
     features=_reacher_features,
-    oracles=_oracle_presets(scale=2.0, annotators=_REACHER_ANNOTATORS, speed_feature=2, speed_limit=1.0),
+    oracles=_oracle_presets(scale=2.0, annotators=_REACHER_ANNOTATORS, capped_feature=2, cap=1.0),
     make_kwargs={"episode_length": 200},
 )
 
-TASKS: dict[str, PreferenceTask] = {PENDULUM.env: PENDULUM, REACHER.env: REACHER}
+
+
+def _cartpole_features(state, action: Array, next_state) -> Array:
+    """(reward, upright, cart position², pole angular speed²) after the step, from Playground's
+    state (qpos = (cart x, pole angle), qvel likewise) and its reward terms."""
+    playground_state = next_state.env_state  # under the TimeLimit
+    data = playground_state.data
+    upright = playground_state.metrics["reward/upright"]
+    return jnp.stack([playground_state.reward, upright, data.qpos[0] ** 2, data.qvel[1] ** 2])
+
+
+_CARTPOLE_TRUE = (1.0, 0.0, 0.0, 0.0)
+_CARTPOLE_ANNOTATORS = (_CARTPOLE_TRUE, (0.0, 1.0, 0.0, 0.0), (1.0, 0.0, -0.5, 0.0))
+
+CARTPOLE_SWINGUP = PreferenceTask(
+    env="playground:CartpoleSwingup",
+    episode_length=200,
+    feature_names=("reward", "upright", "cart_position_sq", "pole_speed_sq"),
+    true_weights=_CARTPOLE_TRUE,
+    features=_cartpole_features,
+    oracles=_oracle_presets(scale=5.0, annotators=_CARTPOLE_ANNOTATORS, capped_feature=2, cap=0.25),
+    make_kwargs={"episode_length": 200},
+)
+
+TASKS: dict[str, PreferenceTask] = {t.env: t for t in (PENDULUM, REACHER, CARTPOLE_SWINGUP)}
