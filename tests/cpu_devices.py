@@ -18,10 +18,15 @@ def cpu_devices_env(devices: int, *, xla_flags: str = "") -> dict[str, str]:
     """This process's environment with JAX on `devices` CPU devices (plus any other XLA flags),
     compiling through the session's persistent cache (`conftest.py`) when there is one."""
     flags = f"--xla_force_host_platform_device_count={devices} {xla_flags}".strip()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags}
-    if "JAXRL_SI_TEST_XLA_CACHE" in os.environ:
-        env |= {"JAX_COMPILATION_CACHE_DIR": os.environ["JAXRL_SI_TEST_XLA_CACHE"], "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2"}
-    return env
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags, **compile_cache_env()}
+
+
+def compile_cache_env() -> dict[str, str]:
+    """The environment variables that point a JAX process at the session's persistent compile
+    cache (`conftest.py`); none outside a test session."""
+    if "JAXRL_SI_TEST_XLA_CACHE" not in os.environ:
+        return {}
+    return {"JAX_COMPILATION_CACHE_DIR": os.environ["JAXRL_SI_TEST_XLA_CACHE"], "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2"}
 
 
 def run_on_cpu_devices(code: str, *args, devices: int = 8, xla_flags: str = "", timeout: float = 600) -> str:

@@ -32,9 +32,15 @@ SMALL = [
 ITERATE = [*TINY["cpl"], "--cpl.bc-steps", "20", "--rounds", "2", "--round-updates", "2", "--episodes-per-round", "3", "--seeds", "2"]
 
 
+def _env() -> dict[str, str]:
+    """Compilation dominates these runs: no LLVM optimisation, and the session's compile cache,
+    so that a killed run's resume (and the runs of a config already run) load their programs."""
+    return cpu_devices_env(1, xla_flags="--xla_backend_optimization_level=0")
+
+
 def _run(module, run_dir, *args, check=True) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", module, *args, "--run-dir", str(run_dir)]
-    out = subprocess.run(command, capture_output=True, text=True, env=cpu_devices_env(1), timeout=900)
+    out = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=900)
     if check:
         assert out.returncode == 0, out.stderr[-3000:]
     return out
@@ -94,7 +100,7 @@ def test_iterate_killed_mid_round_resumes_on_its_snapshot_equal_to_uninterrupted
     assert (whole / "rounds.png").stat().st_size > 0
 
     command = [sys.executable, "-m", "experiments.cpl.iterate", *dataset, *ITERATE, "--run-dir", str(killed)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cpu_devices_env(1))
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
     snapshot = killed / "datasets" / "member_1" / "1.2.0"
     deadline = time.monotonic() + 600
     while not snapshot.is_dir():  # round 2's data is written; its training has not finished

@@ -86,8 +86,9 @@ def test_under_the_loop_members_equal_their_runs_alone_and_resume_exactly(data, 
     keys = jax.random.split(jax.random.key(7), 2)
     whole = loop.run(trainer, hparams, keys, run_dir=tmp_path / "whole", async_checkpoints=False, max_to_keep=None)
     alone = jax.jit(trainer.agent.init)(member(hparams, 1), keys[1])
+    update_alone = jax.jit(trainer.agent.update)  # one program for both updates
     for update in range(2):
-        alone, row = jax.jit(trainer.agent.update)(member(hparams, 1), alone)
+        alone, row = update_alone(member(hparams, 1), alone)
         for metric in ("loss/phi", "loss/actor", "goal/success", "random/success", "phi/spearman", "episode/return"):
             np.testing.assert_allclose(whole.history[metric][1, update], row[metric], rtol=1e-4, atol=1e-5, err_msg=metric)
     shutil.copytree(tmp_path / "whole", tmp_path / "resumed")

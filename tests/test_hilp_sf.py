@@ -73,8 +73,9 @@ def test_under_the_loop_members_equal_their_runs_alone_and_resume_exactly(data, 
     whole = loop.run(trainer, hparams, keys, run_dir=tmp_path / "whole", async_checkpoints=False, max_to_keep=None)
     second = member(hparams, 1)
     alone = jax.jit(trainer.agent.init)(second, keys[1])
+    update_alone = jax.jit(trainer.agent.update)  # one program for both updates
     for update in range(2):
-        alone, row = jax.jit(trainer.agent.update)(second, alone)
+        alone, row = update_alone(second, alone)
         for metric in ("loss/phi", "loss/sf", "loss/actor", "episode/return"):
             np.testing.assert_allclose(whole.history[metric][1, update], row[metric], rtol=1e-4, atol=1e-5, err_msg=metric)
     shutil.copytree(tmp_path / "whole", tmp_path / "resumed")

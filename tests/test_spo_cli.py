@@ -20,12 +20,17 @@ TINY = [
 ]  # fmt: skip
 
 
+# Compile time dominates these runs: no LLVM optimisation, and the session's compile cache, so that
+# the killed run and its resume load the programs the whole run compiled.
+FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0"
+
+
 def _cli(run_dir, *args) -> list[str]:
     return [sys.executable, "-m", "experiments.spo", *args, "--run-dir", str(run_dir)]
 
 
 def _run(run_dir, *args, check=True) -> subprocess.CompletedProcess:
-    out = subprocess.run(_cli(run_dir, *args), capture_output=True, text=True, env=cpu_devices_env(1), timeout=600)
+    out = subprocess.run(_cli(run_dir, *args), capture_output=True, text=True, env=cpu_devices_env(1, xla_flags=FAST_COMPILE_FLAGS), timeout=600)
     if check:
         assert out.returncode == 0, out.stderr[-3000:]
     return out
@@ -49,7 +54,7 @@ def test_artifacts_and_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path)
     matrices = results["win_rates"]["majority"]
     assert set(matrices) == {"spo", "rlhf"} and len(matrices["spo"]) == 8
 
-    process = subprocess.Popen(_cli(killed, *TINY), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cpu_devices_env(1))
+    process = subprocess.Popen(_cli(killed, *TINY), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cpu_devices_env(1, xla_flags=FAST_COMPILE_FLAGS))
     deadline = time.monotonic() + 300
     while not (killed / "checkpoints" / "2").is_dir():
         assert process.poll() is None, "the run ended before it could be killed"
