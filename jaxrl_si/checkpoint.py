@@ -280,7 +280,7 @@ def _abstract_leaf(x, sharding):
 
 
 def _is_empty(leaf) -> bool:
-    return type(leaf) not in (int, float, bool) and leaf is not None and math.prod(np.shape(leaf)) == 0
+    return type(leaf) not in (int, float, bool) and math.prod(np.shape(leaf)) == 0
 
 
 def _without_empty_leaves(tree):

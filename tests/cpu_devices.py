@@ -13,6 +13,11 @@ import sys
 import tempfile
 import time
 
+# XLA:CPU flags for compile-bound test processes (tiny configs, several programs): no LLVM
+# optimisation, about half the compile time. Never where a result is compared bitwise with a
+# program compiled with other flags (it changes float results: test_parallel's sweep check).
+FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0"
+
 
 def cpu_devices_env(devices: int, *, xla_flags: str = "") -> dict[str, str]:
     """This process's environment with JAX on `devices` CPU devices (plus any other XLA flags),

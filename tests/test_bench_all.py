@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+from cpu_devices import FAST_COMPILE_FLAGS
+
 from experiments import bench_all
 from experiments.bench_scaling import process_rows, scaling_rows, speedup_and_efficiency
 
@@ -18,7 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 def _bench_all(*flags: str) -> subprocess.CompletedProcess:
     # LLVM's optimisation passes are most of XLA:CPU's compile time; this checks the plumbing, not
     # the speed, so they are turned down (inherited by every process the runner starts).
-    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": FAST_COMPILE_FLAGS, "JAX_PLATFORMS": "cpu"}
     command = [sys.executable, "-m", "experiments.bench_all", *flags]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
 

@@ -7,6 +7,8 @@ import pathlib
 import subprocess
 import sys
 
+from cpu_devices import FAST_COMPILE_FLAGS
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -14,7 +16,7 @@ def test_quick_run_appends_one_record_with_every_measurement(tmp_path):
     out = tmp_path / "bench.jsonl"
     # LLVM's optimisation passes are most of XLA:CPU's compile time; this test checks the plumbing,
     # not the speed, so it turns them down (a fresh process: XLA_FLAGS is read at backend start).
-    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": FAST_COMPILE_FLAGS, "JAX_PLATFORMS": "cpu"}
     command = [sys.executable, "experiments/bench_self_improve.py", "--quick", "--batch", "8", "--new-tokens", "4", "--repeats", "1", "--out", str(out)]
     printed = subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]

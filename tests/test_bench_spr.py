@@ -8,6 +8,8 @@ import pathlib
 import subprocess
 import sys
 
+from cpu_devices import FAST_COMPILE_FLAGS
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MACHINE_KEYS = {"machine", "platform", "cpus", "backend", "device_kind", "jax", "jaxlib", "flashbax", "rounds", "date"}
 
@@ -20,7 +22,7 @@ def test_tiny_run_appends_one_row_per_section(tmp_path):
     out = tmp_path / "bench.jsonl"
     # LLVM's optimisation passes are most of XLA:CPU's compile time; this test checks the plumbing,
     # not the speed, so it turns them down (a fresh process: XLA_FLAGS is read at backend start).
-    env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": FAST_COMPILE_FLAGS, "JAX_PLATFORMS": "cpu"}
     command = [
         sys.executable, "experiments/bench_spr.py", "--only", "update_ms,full_protocol_hours,replay_memory",
         "--cases", "atari", "--impls", "xla,patches", "--modes", "scan", "--atari-size", "36", "--batch", "4", "--capacity", "64",

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from cpu_devices import compile_cache_env
+from cpu_devices import FAST_COMPILE_FLAGS, compile_cache_env
 
 ROOT = pathlib.Path(__file__).parent.parent
 NOTEBOOKS = sorted((ROOT / "colab").glob("*.ipynb"))
@@ -78,7 +78,7 @@ def test_notebook_runs_top_to_bottom(notebook, tmp_path):
         "JAXRL_SI_NOTEBOOK_TINY": "1",
         "JAXRL_SI_NOTEBOOK_RUNS": str(tmp_path),
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_backend_optimization_level=0",  # tiny runs are all compilation: skip LLVM's optimisation
+        "XLA_FLAGS": FAST_COMPILE_FLAGS,  # tiny runs are all compilation: skip LLVM's optimisation
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),  # `experiments`, as in a checkout
         **compile_cache_env(),  # a notebook's resume cell loads the programs its first run compiled
     }

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from cpu_devices import cpu_devices_env
+from cpu_devices import FAST_COMPILE_FLAGS, cpu_devices_env
 
 from jaxrl_si.sinks import read_jsonl
 
@@ -35,7 +35,7 @@ ITERATE = [*TINY["cpl"], "--cpl.bc-steps", "20", "--rounds", "2", "--round-updat
 def _env() -> dict[str, str]:
     """Compilation dominates these runs: no LLVM optimisation, and the session's compile cache,
     so that a killed run's resume (and the runs of a config already run) load their programs."""
-    return cpu_devices_env(1, xla_flags="--xla_backend_optimization_level=0")
+    return cpu_devices_env(1, xla_flags=FAST_COMPILE_FLAGS)
 
 
 def _run(module, run_dir, *args, check=True) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ SPMD partitioning under test is an HLO pass and the same flags build the referen
 
 import textwrap
 
-from cpu_devices import run_on_cpu_devices
+from cpu_devices import FAST_COMPILE_FLAGS, run_on_cpu_devices
 
 DATA_PARALLEL = textwrap.dedent(
     """
@@ -144,4 +144,4 @@ DATA_PARALLEL = textwrap.dedent(
 
 
 def test_data_parallel_ppo_equals_one_device():
-    run_on_cpu_devices(DATA_PARALLEL, devices=8, xla_flags="--xla_backend_optimization_level=0")
+    run_on_cpu_devices(DATA_PARALLEL, devices=8, xla_flags=FAST_COMPILE_FLAGS)

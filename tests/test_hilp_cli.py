@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from cpu_devices import cpu_devices_env
+from cpu_devices import FAST_COMPILE_FLAGS, cpu_devices_env
 
 from jaxrl_si.sinks import read_jsonl
 
@@ -21,7 +21,7 @@ TINY = [
 
 def _run(run_dir, *args, check=True) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "experiments.hilp", *args, "--run-dir", str(run_dir)]
-    env = cpu_devices_env(1, xla_flags="--xla_backend_optimization_level=0")
+    env = cpu_devices_env(1, xla_flags=FAST_COMPILE_FLAGS)
     out = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     if check:
         assert out.returncode == 0, out.stderr[-3000:]

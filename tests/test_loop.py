@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from cpu_devices import cpu_devices_env, run_on_cpu_devices
+from cpu_devices import FAST_COMPILE_FLAGS, cpu_devices_env, run_on_cpu_devices
 
 from jaxrl_si import checkpoint, loop, sweep
 from jaxrl_si.agents.ppo import PPO, PPOConfig, PPOHyperparams
@@ -176,7 +176,7 @@ print("OK")
 @pytest.mark.parametrize("mesh", [(2, 1), (1, 2)])
 def test_iterate_compiles_once_over_a_mesh(mesh):
     """init's state is laid out as an iteration leaves it, so the second iteration reuses the first's program."""
-    run_on_cpu_devices(ONE_COMPILE, *mesh, devices=2, xla_flags="--xla_backend_optimization_level=0")
+    run_on_cpu_devices(ONE_COMPILE, *mesh, devices=2, xla_flags=FAST_COMPILE_FLAGS)
 
 
 def test_members_that_do_not_divide_the_mesh_are_one_line(tmp_path):

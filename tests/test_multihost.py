@@ -30,7 +30,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from cpu_devices import cpu_devices_env, free_port, run_joined
+from cpu_devices import FAST_COMPILE_FLAGS, cpu_devices_env, free_port, run_joined
 
 from experiments import cli
 from experiments.ppo import RunConfig, main
@@ -42,14 +42,13 @@ TINY = [
     "--config.env", "probe:action_reward", "--config.num-envs", "8", "--config.rollout-length", "4",
     "--config.num-minibatches", "2", "--config.hidden-sizes", "16", "--config.total-env-steps", "96", "--iterations", "3",
 ]  # fmt: skip
-FAST_COMPILE = "--xla_backend_optimization_level=0"
 PPO_CLI = [sys.executable, "-m", "experiments.ppo", *TINY]
 
 
 def _start_one_process(run_dir, *args, devices: int) -> subprocess.Popen:
     return subprocess.Popen(
         [*PPO_CLI, *args, "--run-dir", str(run_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cpu_devices_env(devices, xla_flags=FAST_COMPILE),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cpu_devices_env(devices, xla_flags=FAST_COMPILE_FLAGS),
     )  # fmt: skip
 
 
@@ -62,7 +61,7 @@ def _finish(process: subprocess.Popen) -> str:
 def _run_two_and_one(tmp_path, *args) -> tuple:
     """The same run as 2 processes x 4 devices (`two/`) and as 1 process x 8 devices (`one/`), at once."""
     one = _start_one_process(tmp_path / "one", *args, devices=8)
-    joined = run_joined([*PPO_CLI, *args, "--run-dir", str(tmp_path / "two")], devices=4, xla_flags=FAST_COMPILE)
+    joined = run_joined([*PPO_CLI, *args, "--run-dir", str(tmp_path / "two")], devices=4, xla_flags=FAST_COMPILE_FLAGS)
     _finish(one)
     for process in joined:
         assert process.returncode == 0, process.stderr[-3000:]

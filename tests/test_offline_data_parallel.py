@@ -8,7 +8,7 @@ order, so the runs agree to float32 rounding over a few gradient steps.
 
 import textwrap
 
-from cpu_devices import run_on_cpu_devices
+from cpu_devices import FAST_COMPILE_FLAGS, run_on_cpu_devices
 
 OFFLINE_DATA_PARALLEL = textwrap.dedent(
     """
@@ -52,4 +52,4 @@ OFFLINE_DATA_PARALLEL = textwrap.dedent(
 
 
 def test_offline_agents_split_over_data_equal_one_device():
-    run_on_cpu_devices(OFFLINE_DATA_PARALLEL, devices=4, xla_flags="--xla_backend_optimization_level=0")  # compile-bound
+    run_on_cpu_devices(OFFLINE_DATA_PARALLEL, devices=4, xla_flags=FAST_COMPILE_FLAGS)  # compile-bound

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from cpu_devices import run_on_cpu_devices
+from cpu_devices import FAST_COMPILE_FLAGS, run_on_cpu_devices
 
 from jaxrl_si import loop, sweep
 from jaxrl_si.agents import preference_ppo as pp
@@ -165,7 +165,7 @@ print("OK")
 def test_data_parallel_equals_one_device():
     """Envs split over 2 devices (the oracle's N x N labels and the reward model see all of them):
     SPO and RLHF members equal the one-device run to float32 rounding."""
-    run_on_cpu_devices(DATA_PARALLEL, devices=2, xla_flags="--xla_backend_optimization_level=0")  # compile-bound
+    run_on_cpu_devices(DATA_PARALLEL, devices=2, xla_flags=FAST_COMPILE_FLAGS)  # compile-bound
 
 
 def _learning(config, hparams, updates: int):

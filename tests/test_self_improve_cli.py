@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from cpu_devices import cpu_devices_env
+from cpu_devices import FAST_COMPILE_FLAGS, cpu_devices_env
 
 from experiments import cli
 from experiments.self_improve.experiment import RunConfig, main
@@ -28,7 +28,7 @@ def _run(run_dir, *args) -> dict:
     """The command line in a fresh process; its `results.json`. Compilation dominates these runs:
     no LLVM optimisation, and the runs share the session's compile cache (`cpu_devices_env`)."""
     command = [sys.executable, "-m", "experiments.self_improve", *TINY, *args, "--run-dir", str(run_dir)]
-    out = subprocess.run(command, capture_output=True, text=True, env=cpu_devices_env(1, xla_flags="--xla_backend_optimization_level=0"), timeout=900)
+    out = subprocess.run(command, capture_output=True, text=True, env=cpu_devices_env(1, xla_flags=FAST_COMPILE_FLAGS), timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads((run_dir / "results.json").read_text())
 

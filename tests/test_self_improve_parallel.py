@@ -5,7 +5,7 @@ another order), so to float32 rounding over two iterations."""
 
 import textwrap
 
-from cpu_devices import run_on_cpu_devices
+from cpu_devices import FAST_COMPILE_FLAGS, run_on_cpu_devices
 
 SELF_IMPROVE_DATA_PARALLEL = textwrap.dedent(
     """
@@ -33,4 +33,4 @@ SELF_IMPROVE_DATA_PARALLEL = textwrap.dedent(
 
 
 def test_self_improvement_split_over_data_equals_one_device():
-    run_on_cpu_devices(SELF_IMPROVE_DATA_PARALLEL, devices=4, xla_flags="--xla_backend_optimization_level=0")  # compile-bound
+    run_on_cpu_devices(SELF_IMPROVE_DATA_PARALLEL, devices=4, xla_flags=FAST_COMPILE_FLAGS)  # compile-bound

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from cpu_devices import cpu_devices_env
+from cpu_devices import FAST_COMPILE_FLAGS, cpu_devices_env
 
 from jaxrl_si.sinks import read_jsonl
 
@@ -20,16 +20,13 @@ TINY = [
 ]  # fmt: skip
 
 
-# Compile time dominates these runs: no LLVM optimisation, and the session's compile cache, so that
-# the killed run and its resume load the programs the whole run compiled.
-FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0"
-
-
 def _cli(run_dir, *args) -> list[str]:
     return [sys.executable, "-m", "experiments.spo", *args, "--run-dir", str(run_dir)]
 
 
 def _run(run_dir, *args, check=True) -> subprocess.CompletedProcess:
+    # Compile time dominates these runs: no LLVM optimisation, and the session's compile cache, so
+    # that the killed run and its resume load the programs the whole run compiled.
     out = subprocess.run(_cli(run_dir, *args), capture_output=True, text=True, env=cpu_devices_env(1, xla_flags=FAST_COMPILE_FLAGS), timeout=600)
     if check:
         assert out.returncode == 0, out.stderr[-3000:]

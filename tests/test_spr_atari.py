@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 import pytest
-from cpu_devices import cpu_devices_env
+from cpu_devices import FAST_COMPILE_FLAGS, cpu_devices_env
 
 from jaxrl_si.envs.atari import human_normalized_score
 from jaxrl_si.sinks import read_jsonl
@@ -33,7 +33,7 @@ GRADIENT_STEPS = {1: 2 * (60 - 40 + 1), 2: 2 * (120 - 40 + 1)}
 
 @pytest.fixture(scope="module")
 def cli_env() -> dict[str, str]:
-    return cpu_devices_env(1, xla_flags="--xla_backend_optimization_level=0") | {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    return cpu_devices_env(1, xla_flags=FAST_COMPILE_FLAGS) | {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
 
 def _run(run_dir, env, *args) -> str:

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from cpu_devices import cpu_devices_env
+from cpu_devices import FAST_COMPILE_FLAGS, cpu_devices_env
 
 from jaxrl_si.sinks import read_jsonl
 
@@ -19,7 +19,7 @@ TINY = [
 ]  # fmt: skip
 # Compile time dominates these runs: no LLVM optimisation, and the three runs (whole, killed, resumed)
 # share a persistent compilation cache, so that only the first compiles.
-FAST_COMPILE = cpu_devices_env(1, xla_flags="--xla_backend_optimization_level=0") | {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+FAST_COMPILE = cpu_devices_env(1, xla_flags=FAST_COMPILE_FLAGS) | {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 ARMS = ("spr",)  # the other arms differ by static switches, run in tests/test_spr.py
 
 

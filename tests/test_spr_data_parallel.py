@@ -8,7 +8,7 @@ largest importance weight), so the run equals the one-device run up to the order
 
 import textwrap
 
-from cpu_devices import run_on_cpu_devices
+from cpu_devices import FAST_COMPILE_FLAGS, run_on_cpu_devices
 
 DATA_PARALLEL = textwrap.dedent(
     """
@@ -35,4 +35,4 @@ DATA_PARALLEL = textwrap.dedent(
 
 
 def test_data_parallel_spr_equals_one_device():
-    run_on_cpu_devices(DATA_PARALLEL, xla_flags="--xla_backend_optimization_level=0")  # compile time dominates
+    run_on_cpu_devices(DATA_PARALLEL, xla_flags=FAST_COMPILE_FLAGS)  # compile time dominates

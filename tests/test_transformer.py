@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from cpu_devices import run_on_cpu_devices
+from cpu_devices import FAST_COMPILE_FLAGS, run_on_cpu_devices
 
 from jaxrl_si import _checks, nets
 from jaxrl_si.errors import ConfigError
@@ -310,7 +310,7 @@ SHARDED_SAMPLE = textwrap.dedent(
 
 
 def test_sample_with_prompts_split_over_data_equals_one_device():
-    run_on_cpu_devices(SHARDED_SAMPLE, devices=4, xla_flags="--xla_backend_optimization_level=0")  # compile-bound
+    run_on_cpu_devices(SHARDED_SAMPLE, devices=4, xla_flags=FAST_COMPILE_FLAGS)  # compile-bound
 
 
 def test_self_certainty_is_zero_for_a_uniform_policy_and_grows_with_confidence():

@@ -150,7 +150,6 @@ REACHER = PreferenceTask(
 )
 
 
-
 def _cartpole_features(state, action: Array, next_state) -> Array:
     """(reward, upright, cart position², pole angular speed²) after the step, from Playground's
     state (qpos = (cart x, pole angle), qvel likewise) and its reward terms."""
